@@ -1,0 +1,1 @@
+"""fingerprint stage of the cctrnet pipeline."""

@@ -1,0 +1,1 @@
+"""registration stage of the cctrnet pipeline."""

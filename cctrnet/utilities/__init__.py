@@ -1,0 +1,1 @@
+"""utilities stage of the cctrnet pipeline."""

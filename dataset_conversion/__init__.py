@@ -1,0 +1,1 @@
+"""Converters from public datasets and generators of phantom datasets into the raw format."""
