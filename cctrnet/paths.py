@@ -38,3 +38,9 @@ def preprocessed_folder() -> Path:
 def results_folder() -> Path:
     """Root of trained models."""
     return _folder("cctr_results")
+
+
+# File names of the stage contracts inside cctr_preprocessed/DatasetXXX_Name/
+DATASET_JSON = "dataset.json"
+FINGERPRINT_JSON = "dataset_fingerprint.json"
+PLANS_JSON = "plans.json"

@@ -1,0 +1,58 @@
+"""``cctr_plan_and_preprocess``: integrity check, fingerprint, plan and preprocessing of raw datasets."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from cctrnet.cli.common import add_device_argument, default_num_processes, fail
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cctr_plan_and_preprocess",
+        description="Check raw datasets, extract their fingerprint, plan a 2D configuration for this machine's "
+                    "hardware and preprocess every training case. Reads $cctr_raw, writes $cctr_preprocessed.")
+    parser.add_argument("-d", "--dataset", nargs="+", required=True,
+                        help="dataset id(s) (1 or 001) or full folder name(s) (Dataset001_CardiacPhantom)")
+    parser.add_argument("-np", "--num-processes", type=int, default=default_num_processes(),
+                        help="worker processes for fingerprinting and preprocessing (default: %(default)s)")
+    add_device_argument(parser, "the hardware to plan for")
+    parser.add_argument("--gpu-memory-target", type=float, default=None, metavar="GB",
+                        help="GPU memory the plan may use for both networks (default: 85%% of the GPU's memory)")
+    parser.add_argument("--cpu-step-seconds", type=float, default=None, metavar="S",
+                        help="CPU plans: estimated seconds per training step for both networks (default: 0.6)")
+    parser.add_argument("--branch-b", choices=("auto", "Primus2D", "ResidualEncoderUNet"), default="auto",
+                        help="network family of branch B (default: auto, see documentation/planning.md)")
+    parser.add_argument("--plan-only", action="store_true", help="write fingerprint and plan, do not preprocess")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from cctrnet.preprocessing.pipeline import plan_and_preprocess_dataset, PipelineError
+    from cctrnet.planning.planner import PlannerSettings
+
+    settings = PlannerSettings(branch_b=args.branch_b, gpu_memory_target_gb=args.gpu_memory_target)
+    if args.cpu_step_seconds is not None:
+        settings.cpu_step_seconds_budget = args.cpu_step_seconds
+    failed = []
+    for identifier in args.dataset:
+        start = time.perf_counter()
+        try:
+            plan_and_preprocess_dataset(identifier, settings=settings, device_name=args.device,
+                                        num_processes=args.num_processes, preprocess=not args.plan_only,
+                                        progress=not args.no_progress)
+        except PipelineError as error:
+            print(f"\nerror: {error}", file=sys.stderr)
+            failed.append(identifier)
+            continue
+        print(f"dataset {identifier}: done in {time.perf_counter() - start:.1f} s")
+    if failed:
+        return fail(f"{len(failed)} dataset(s) failed: {', '.join(failed)}; nothing was written for them")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Integrity check of a raw dataset, run before anything is written.
+
+Every problem is collected (not just the first), each message naming the file it is about. The
+per-case checks work on arrays already read, so the fingerprint pass reads each file once.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from cctrnet.dataset.dataset_json import dataset_json_problems
+from cctrnet.dataset.geometry import Geometry
+from cctrnet.dataset.raw_dataset import RawCase
+from cctrnet.utilities.file_io import load_json
+
+
+class DatasetIntegrityError(ValueError):
+    """The raw dataset has problems; ``problems`` lists every one of them."""
+
+    def __init__(self, dataset_folder: Path, problems: Sequence[str]):
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"the raw dataset {dataset_folder} has {len(self.problems)} problem(s):\n{lines}")
+
+
+def layout_problems(dataset_folder: Path) -> tuple[list[str], dict | None]:
+    """Problems with dataset.json and the folder/file layout (no image is read)."""
+    problems: list[str] = []
+    json_path = dataset_folder / "dataset.json"
+    content = None
+    if not json_path.exists():
+        problems.append(f"{json_path}: missing (every raw dataset needs a dataset.json)")
+    else:
+        try:
+            content = load_json(json_path)
+        except ValueError as error:
+            problems.append(f"{json_path}: not valid JSON ({error})")
+        else:
+            json_problems = dataset_json_problems(content, json_path)
+            problems.extend(json_problems)
+            if json_problems:
+                content = None
+    images_tr = dataset_folder / "imagesTr"
+    if not images_tr.is_dir():
+        problems.append(f"{images_tr}: missing folder (training images go here)")
+    if content is None or not images_tr.is_dir():
+        return problems, None
+
+    file_ending = content["file_ending"]
+    num_channels = len(content["channel_names"])
+    pattern = re.compile(r"^(.+)_(\d{4})" + re.escape(file_ending) + "$")
+    for sub in ("imagesTr", "imagesTs"):
+        folder = dataset_folder / sub
+        if not folder.is_dir():
+            continue
+        channels: dict[str, set[int]] = {}
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith("."):
+                continue
+            match = pattern.match(path.name)
+            if not match:
+                problems.append(
+                    f"{path}: name does not follow {{case}}_{{channel:04d}}{file_ending} "
+                    f"(file_ending in dataset.json is {file_ending!r})"
+                )
+                continue
+            channels.setdefault(match.group(1), set()).add(int(match.group(2)))
+        for case_id, present in sorted(channels.items()):
+            missing = sorted(set(range(num_channels)) - present)
+            extra = sorted(present - set(range(num_channels)))
+            if missing:
+                names = ", ".join(f"{case_id}_{c:04d}{file_ending}" for c in missing)
+                problems.append(f"{folder}: case {case_id} is missing channel file(s) {names}")
+            if extra:
+                names = ", ".join(f"{case_id}_{c:04d}{file_ending}" for c in extra)
+                problems.append(f"{folder}: case {case_id} has channel file(s) {names} but dataset.json declares "
+                                f"{num_channels} channel(s)")
+        labels_folder = dataset_folder / sub.replace("images", "labels")
+        if labels_folder.is_dir():
+            for path in sorted(labels_folder.iterdir()):
+                if path.name.startswith("."):
+                    continue
+                if not path.name.endswith(file_ending):
+                    problems.append(f"{path}: label file does not end in {file_ending}")
+                elif path.name[: -len(file_ending)] not in channels:
+                    problems.append(f"{path}: label without an image in {folder}")
+        if sub == "imagesTr":
+            if not channels:
+                problems.append(f"{folder}: no training images named {{case}}_0000{file_ending}")
+            elif content["numTraining"] != len(channels):
+                problems.append(f"{dataset_folder / 'dataset.json'}: numTraining is {content['numTraining']} but "
+                                f"{folder} holds {len(channels)} case(s)")
+    return problems, content
+
+
+def image_problems(path: Path, array: np.ndarray) -> list[str]:
+    """Problems of one image channel's voxel values."""
+    if not np.all(np.isfinite(array)):
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        return [f"{path}: {bad} voxel(s) are NaN or infinite"]
+    return []
+
+
+def label_problems(
+    label_path: Path, label: np.ndarray, label_geometry: Geometry, image_path: Path, image_geometry: Geometry,
+    declared_labels: Sequence[int],
+) -> list[str]:
+    """Problems of a label map: grid against its image, and values against dataset.json."""
+    problems = []
+    differences = label_geometry.differences(image_geometry)
+    if differences:
+        problems.append(f"{label_path}: grid differs from its image {image_path.name}: " + "; ".join(differences))
+    if not np.all(np.isfinite(label)):
+        problems.append(f"{label_path}: contains NaN or infinite values")
+        return problems
+    if not np.all(label == np.round(label)):
+        problems.append(f"{label_path}: contains non-integer values (a label map must hold class integers)")
+        return problems
+    values = set(np.unique(label).astype(np.int64).tolist())
+    undeclared = sorted(values - set(declared_labels))
+    if undeclared:
+        if values <= {0, 255} and 255 in values and 255 not in declared_labels:
+            problems.append(
+                f"{label_path}: looks like a binary mask saved as 0/255; save it as 0/1 "
+                f"(declared label values: {sorted(declared_labels)})"
+            )
+        else:
+            problems.append(f"{label_path}: label value(s) {undeclared} are not declared in dataset.json "
+                            f"(declared: {sorted(declared_labels)})")
+    return problems
+
+
+def labeled_count_problem(dataset_folder: Path, cases: Sequence[RawCase]) -> list[str]:
+    if not any(case.is_labeled for case in cases):
+        return [f"{dataset_folder / 'labelsTr'}: no labeled training case (at least one image in imagesTr needs "
+                "a label file {case}{file_ending} in labelsTr)"]
+    return []

@@ -1,0 +1,1 @@
+"""Network construction from the architecture entries of a plan."""

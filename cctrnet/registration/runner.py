@@ -1,0 +1,151 @@
+"""Computing the missing pairs of a store: in order, in local processes, on a Dask cluster, or batched.
+
+Every finished pair is written at once, so a killed run loses only the pairs in flight. Before the work
+starts the number of pairs is printed, and after the first few an estimate of the remaining time.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from tqdm import tqdm
+
+from cctrnet.registration.pair_result import STATUS_FAILED, PairResult
+from cctrnet.registration.pair_store import PairStore
+from cctrnet.registration.settings import RegistrationSettings
+
+_PAIRS_BEFORE_ESTIMATE = 3
+
+
+def compute_pair_job(data_folder: str, moving: str, fixed: str, method: str, settings_dict: dict[str, Any]) -> PairResult:
+    """One SimpleITK pair, from files: what a local process or a Dask worker runs."""
+    from cctrnet.registration.sitk_engine import register_pair_sitk
+    from cctrnet.registration.volumes import load_volume
+
+    settings = RegistrationSettings.from_dict(settings_dict)
+    try:
+        moving_zyx, moving_geometry = load_volume(Path(data_folder), moving, settings.channel)
+        fixed_zyx, fixed_geometry = load_volume(Path(data_folder), fixed, settings.channel)
+    except Exception as error:  # an unreadable case fails its pairs, not the run
+        return PairResult(moving, fixed, method, "simpleitk", STATUS_FAILED, reason=f"{type(error).__name__}: {error}")
+    return register_pair_sitk(fixed_zyx, fixed_geometry, moving_zyx, moving_geometry, method, settings, (moving, fixed))
+
+
+def compute_missing_pairs(
+    data_folder: Path,
+    store: PairStore,
+    pairs: Sequence[tuple[str, str]],
+    method: str,
+    engine: str,
+    settings: RegistrationSettings,
+    num_processes: int = 1,
+    dask_scheduler: str | None = None,
+    retry_failed: bool = False,
+) -> list[PairResult]:
+    """Register the pairs without a record (and failed ones if ``retry_failed``); return the new results."""
+    todo = []
+    for moving, fixed in pairs:
+        existing = store.load(moving, fixed)
+        if existing is None or (retry_failed and not existing.ok):
+            todo.append((moving, fixed))
+    print(f"[cctrnet] registration ({method}, {engine}): {len(pairs)} pairs needed, "
+          f"{len(pairs) - len(todo)} already in {store.folder}, {len(todo)} to compute", file=sys.stderr)
+    if not todo:
+        return []
+    if engine == "torch":
+        outcomes = _torch_batches(data_folder, todo, method, settings, num_processes)
+    elif dask_scheduler:
+        outcomes = _dask(data_folder, todo, method, settings, dask_scheduler)
+    elif num_processes > 1:
+        outcomes = _processes(data_folder, todo, method, settings, num_processes)
+    else:
+        outcomes = (compute_pair_job(str(data_folder), m, f, method, settings.to_dict()) for m, f in todo)
+    return _save_with_progress(outcomes, store, len(todo))
+
+
+def _save_with_progress(outcomes: Iterable[PairResult], store: PairStore, total: int) -> list[PairResult]:
+    results = []
+    start = time.perf_counter()
+    with tqdm(total=total, desc="registering pairs", unit="pair", file=sys.stderr) as bar:
+        for result in outcomes:
+            store.save(result)
+            results.append(result)
+            bar.update(1)
+            if len(results) == min(_PAIRS_BEFORE_ESTIMATE, total) and total > len(results):
+                per_pair = (time.perf_counter() - start) / len(results)
+                bar.write(f"[cctrnet] estimate: {per_pair:.2f} s per pair, about "
+                          f"{per_pair * (total - len(results)) / 60:.1f} min for the remaining {total - len(results)} pairs")
+            if not result.ok:
+                bar.write(f"[cctrnet] pair {result.moving} -> {result.fixed} failed: {result.reason}")
+    return results
+
+
+def _processes(data_folder: Path, todo: Sequence[tuple[str, str]], method: str, settings: RegistrationSettings,
+               num_processes: int) -> Iterator[PairResult]:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # no forked torch/ITK thread state
+    with ProcessPoolExecutor(num_processes, mp_context=context) as pool:
+        futures = {pool.submit(compute_pair_job, str(data_folder), m, f, method, settings.to_dict()): (m, f) for m, f in todo}
+        for future in as_completed(futures):
+            yield _future_result(future, futures[future], method, "simpleitk")
+
+
+def _dask(data_folder: Path, todo: Sequence[tuple[str, str]], method: str, settings: RegistrationSettings,
+          scheduler: str) -> Iterator[PairResult]:
+    """Submit the pair jobs to an existing Dask scheduler (workers must see ``data_folder``)."""
+    try:
+        from distributed import Client
+        from distributed import as_completed as dask_as_completed
+    except ImportError as error:
+        raise ImportError('--dask-scheduler needs dask.distributed: pip install "dask[distributed]"') from error
+    with Client(scheduler, timeout=30) as client:
+        futures = [client.submit(compute_pair_job, str(data_folder), m, f, method, settings.to_dict(), pure=False)
+                   for m, f in todo]
+        keys = {future.key: pair for future, pair in zip(futures, todo)}
+        for future in dask_as_completed(futures):
+            yield _future_result(future, keys[future.key], method, "simpleitk")
+
+
+def _future_result(future: Any, pair: tuple[str, str], method: str, engine: str) -> PairResult:
+    try:
+        return future.result()
+    except Exception as error:  # a crashed worker fails its pair, not the run
+        return PairResult(pair[0], pair[1], method, engine, STATUS_FAILED, reason=f"worker error: {type(error).__name__}: {error}")
+
+
+def _torch_batches(data_folder: Path, todo: Sequence[tuple[str, str]], method: str, settings: RegistrationSettings,
+                   num_threads: int) -> Iterator[PairResult]:
+    import torch
+
+    from cctrnet.registration.torch_engine import PairVolumes, register_batch_torch
+    from cctrnet.registration.volumes import load_volume
+
+    if method != "affine":
+        raise ValueError(f"the torch engine registers affine only; use --registration-engine simpleitk for {method}")
+    torch.set_num_threads(max(1, num_threads))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cache: dict[str, Any] = {}
+
+    def volume(case_id: str) -> Any:
+        if case_id not in cache:
+            cache[case_id] = load_volume(data_folder, case_id, settings.channel)
+        return cache[case_id]
+
+    for start in range(0, len(todo), settings.torch_batch_size):
+        chunk = todo[start: start + settings.torch_batch_size]
+        batch, failed = [], []
+        for moving, fixed in chunk:
+            try:
+                batch.append(PairVolumes(moving, fixed, *volume(fixed), *volume(moving)))
+            except Exception as error:
+                failed.append(PairResult(moving, fixed, method, "torch", STATUS_FAILED, reason=f"{type(error).__name__}: {error}"))
+        yield from failed
+        if batch:
+            yield from register_batch_torch(batch, settings, device)
+        needed = {case for pair in todo[start + settings.torch_batch_size:] for case in pair}
+        for case_id in [c for c in cache if c not in needed]:
+            del cache[case_id]

@@ -1,0 +1,88 @@
+"""Settings of the registration stage, with the values cctrnet uses by default.
+
+The paper gives no registration parameters (METHOD.md §3): every value here is our decision, documented
+in documentation/registration.md and changeable by constructing another :class:`RegistrationSettings`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: Value of a registered label voxel that the warp leaves undefined (outside the moving volume).
+IGNORE_LABEL = -1
+
+METHODS = ("affine", "affine_bspline", "none")
+ENGINES = ("simpleitk", "torch")
+DEFAULT_ENGINE = "simpleitk"
+
+
+@dataclass(frozen=True)
+class RegistrationSettings:
+    """Every number the registration engines, the failure checks and BRS use."""
+
+    # --- image pyramid (shared by both engines) ---
+    #: target in-plane shrink per level, coarse to fine; an axis is shrunk only while its spacing
+    #: stays below level_factor * smallest spacing, so 10 thick slices are never shrunk to 2
+    pyramid_levels: tuple[int, ...] = (4, 2, 1)
+    #: no axis is shrunk below this many voxels
+    min_voxels_per_axis: int = 8
+    # --- SimpleITK affine ---
+    histogram_bins: int = 32
+    sampling_fraction: float = 0.25
+    sampling_seed: int = 20240531
+    iterations_per_level: tuple[int, ...] = (200, 150, 100)
+    max_step_mm: float = 2.0
+    convergence_window: int = 10
+    convergence_minimum: float = 1e-6
+    # --- B-spline stage on top of the affine ---
+    bspline_mesh_spacing_mm: float = 40.0
+    bspline_iterations: int = 50
+    bspline_levels: tuple[int, ...] = (2, 1)
+    # --- batched torch affine engine ---
+    torch_batch_size: int = 16
+    torch_points_per_pair: int = 2048
+    torch_iterations_per_level: tuple[int, ...] = (80, 40, 10)
+    torch_learning_rate: float = 0.01
+    # --- plausibility checks: a transform outside these bounds is recorded as failed ---
+    min_determinant: float = 0.33
+    max_determinant: float = 3.0
+    #: a result whose metric is not better than the centred start by this much did not converge
+    min_metric_improvement: float = 0.0
+    #: largest fraction of folded (negative Jacobian) B-spline field voxels
+    max_folding_fraction: float = 0.01
+    # --- BRS (METHOD.md §5) ---
+    brs_weight_rmse: float = 1.0
+    brs_weight_mi: float = 1.0
+    brs_histogram_bins: int = 32
+    # --- REPS point maps ---
+    #: "direct": a map between every two volumes; "reference": every map goes through one reference
+    #: volume (about 2N registrations instead of N^2); "auto": direct up to reference_threshold volumes
+    point_map_strategy: str = "direct"
+    reference_threshold: int = 60
+    #: B-spline point maps are sampled from a dense field at this in-plane stride (voxels)
+    point_map_field_stride_yx: int = 4
+    #: image channel registered (preprocessed data is (c, z, y, x))
+    channel: int = 0
+    #: SimpleITK threads per registration process (the machine is shared)
+    threads_per_process: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RegistrationSettings":
+        converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in cls.__dataclass_fields__}
+        return cls(**converted)
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise ValueError(f"unknown registration method '{method}'; choose one of {', '.join(METHODS)}")
+    return method
+
+
+def check_engine(engine: str) -> str:
+    if engine not in ENGINES:
+        raise ValueError(f"unknown registration engine '{engine}'; choose one of {', '.join(ENGINES)}")
+    return engine

@@ -1,0 +1,1 @@
+"""Loss terms of the CCT-R trainer, one module per loss (see documentation/method.md)."""

@@ -1,0 +1,239 @@
+"""Cardiac phantom: a raw dataset of synthetic short-axis cine MRI volumes, like ACDC, from a seed.
+
+Labels: 0 background, 1 RV cavity, 2 LV myocardium, 3 LV cavity. The torso, lungs, liver, spine,
+aorta, atria, pericardial fat and the RV free wall are drawn but not labeled. See
+documentation/phantom.md for what varies between subjects and by how much.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from cctrnet.dataset.geometry import Geometry
+from dataset_conversion.phantom_config import PhantomConfig
+
+LABELS = {"background": 0, "RV": 1, "MYO": 2, "LV": 3}
+CHANNEL_NAMES = {"0": "MRI"}
+ALLOWED_FILE_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd")
+CASE_PREFIX = "phantom"
+DESCRIPTION = ("Synthetic cardiac short-axis MRI phantom (cctrnet). Labels: RV cavity, LV myocardium, LV cavity; "
+               "torso, lungs, liver, spine, aorta, atria, fat and RV free wall are present but unlabeled.")
+
+
+def generate_phantom_subject(seed: int, config: PhantomConfig | None = None) -> tuple[np.ndarray, np.ndarray, Geometry]:
+    """One subject: image (int16, (z, y, x)), label (uint8, (z, y, x)) and its ``Geometry``.
+
+    The same seed and config always give byte-identical arrays and the same geometry.
+    """
+    from dataset_conversion.phantom_anatomy import sample_subject_parameters
+    from dataset_conversion.phantom_render import render_subject
+
+    config = config or PhantomConfig()
+    rng = np.random.default_rng(int(seed))
+    subject = sample_subject_parameters(rng, config)
+    image, label = render_subject(subject, config, rng)
+    acquisition = subject.acquisition
+    if config.oblique_direction:
+        direction = acquisition.oblique_direction
+        origin = acquisition.oblique_origin_xyz_mm + acquisition.patient_offset_xyz_mm
+    else:
+        # the same arrays on an axis-aligned grid centred in plane on the world origin
+        direction = np.eye(3)
+        nz, ny, nx = acquisition.shape_zyx
+        sx, sy, _ = acquisition.spacing_xyz_mm
+        origin = np.array([-sx * (nx - 1) / 2, -sy * (ny - 1) / 2, 0.0])
+    geometry = Geometry(acquisition.shape_zyx, acquisition.spacing_xyz_mm, tuple(float(v) for v in origin),
+                        tuple(float(v) for v in direction.ravel()))
+    return image, label, geometry
+
+
+def case_seed(dataset_seed: int, case_index: int) -> int:
+    """Seed of case ``case_index`` of a dataset generated with ``dataset_seed`` (independent streams)."""
+    state = np.random.SeedSequence(int(dataset_seed), spawn_key=(int(case_index),)).generate_state(1, dtype=np.uint32)
+    return int(state[0])
+
+
+def case_id(case_index: int) -> str:
+    return f"{CASE_PREFIX}_{case_index:03d}"
+
+
+def generate_phantom_dataset(
+    raw_root: Path,
+    dataset_id: int = 1,
+    name: str = "CardiacPhantom",
+    num_training: int = 20,
+    num_test: int = 10,
+    num_unlabeled: int = 0,
+    seed: int = 0,
+    file_ending: str = ".nii.gz",
+    overwrite: bool = False,
+    config: PhantomConfig | None = None,
+    show_progress: bool = True,
+) -> Path:
+    """Write ``raw_root/DatasetXXX_Name`` and return its path.
+
+    Training cases are ``phantom_000`` .. ``phantom_{num_training-1}``; the last ``num_unlabeled`` of them
+    get no label file. Test cases continue the numbering and have labels in ``labelsTs``. The dataset is
+    written into a hidden sibling folder and renamed at the end, so an interrupted run leaves no
+    dataset folder that looks complete.
+    """
+    from tqdm import tqdm
+
+    from cctrnet.dataset.dataset_json import write_dataset_json
+    from cctrnet.dataset.image_io import write_image
+    from cctrnet.dataset.raw_dataset import available_datasets, dataset_folder_name
+
+    _check_dataset_arguments(dataset_id, name, num_training, num_test, num_unlabeled, file_ending)
+    config = config or PhantomConfig()
+    raw_root = Path(raw_root)
+    final_folder = raw_root / dataset_folder_name(dataset_id, name)
+    if final_folder.exists() and not overwrite:
+        raise FileExistsError(f"{final_folder}: already exists; pass --overwrite (overwrite=True) to replace it")
+    same_id = [other for other in available_datasets(raw_root)
+               if other.startswith(f"Dataset{dataset_id:03d}_") and other != final_folder.name]
+    if same_id:
+        raise FileExistsError(f"{raw_root}: dataset id {dataset_id} is already used by {', '.join(same_id)}; "
+                              "choose another --dataset-id (an id must name one dataset)")
+
+    raw_root.mkdir(parents=True, exist_ok=True)
+    partial_folder = raw_root / f".{final_folder.name}.partial-{os.getpid()}"
+    if partial_folder.exists():
+        shutil.rmtree(partial_folder)
+    try:
+        cases = [("Tr", index, index < num_training - num_unlabeled) for index in range(num_training)]
+        cases += [("Ts", num_training + index, True) for index in range(num_test)]
+        for split, index, labeled in tqdm(cases, desc=f"phantom {final_folder.name}", unit="case", disable=not show_progress):
+            image, label, geometry = generate_phantom_subject(case_seed(seed, index), config)
+            write_image(image, geometry, partial_folder / f"images{split}" / f"{case_id(index)}_0000{file_ending}")
+            if labeled:
+                write_image(label, geometry, partial_folder / f"labels{split}" / f"{case_id(index)}{file_ending}")
+        write_dataset_json(partial_folder, CHANNEL_NAMES, LABELS, num_training, file_ending,
+                           name=name, description=DESCRIPTION, numTest=num_test, numUnlabeled=num_unlabeled,
+                           generator={"program": "cctr_generate_phantom", "seed": seed, "config": config.to_dict()})
+        _replace_folder(partial_folder, final_folder)
+    except BaseException:
+        shutil.rmtree(partial_folder, ignore_errors=True)
+        raise
+    return final_folder
+
+
+def _check_dataset_arguments(dataset_id: int, name: str, num_training: int, num_test: int, num_unlabeled: int,
+                             file_ending: str) -> None:
+    if not 1 <= dataset_id <= 999:
+        raise ValueError(f"dataset id must be in 1..999, got {dataset_id}")
+    if not name or not all(ch.isalnum() or ch in "_-" for ch in name):
+        raise ValueError(f"dataset name must be letters, digits, '_' or '-', got {name!r}")
+    if num_training < 1:
+        raise ValueError(f"num_training must be at least 1, got {num_training}")
+    if num_test < 0:
+        raise ValueError(f"num_test must be >= 0, got {num_test}")
+    if not 0 <= num_unlabeled < num_training:
+        raise ValueError(f"num_unlabeled must be in 0..num_training-1 = {num_training - 1} "
+                         f"(at least one training case keeps its label), got {num_unlabeled}")
+    if file_ending not in ALLOWED_FILE_ENDINGS:
+        raise ValueError(f"file ending must be one of {', '.join(ALLOWED_FILE_ENDINGS)}, got {file_ending!r}")
+
+
+def _replace_folder(new_folder: Path, final_folder: Path) -> None:
+    """Rename ``new_folder`` to ``final_folder``, moving an existing one aside first and deleting it after."""
+    if not final_folder.exists():
+        os.replace(new_folder, final_folder)
+        return
+    old_folder = final_folder.with_name(f".{final_folder.name}.old-{os.getpid()}")
+    os.replace(final_folder, old_folder)
+    os.replace(new_folder, final_folder)
+    shutil.rmtree(old_folder, ignore_errors=True)
+
+
+def write_preview_png(path: Path, seed: int = 0, num_subjects: int = 3, slices_per_subject: int = 4,
+                      config: PhantomConfig | None = None) -> Path:
+    """Save a figure of a few slices (base to apex) of the first training subjects, labels overlaid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    from cctrnet.utilities.file_io import atomic_path
+
+    overlay_colors = ListedColormap([(0, 0, 0, 0), (0.2, 0.5, 1.0, 0.45), (1.0, 0.8, 0.1, 0.45), (1.0, 0.2, 0.2, 0.45)])
+    columns = slices_per_subject + 1
+    figure, axes = plt.subplots(num_subjects, columns, figsize=(2.6 * columns, 2.8 * num_subjects), squeeze=False)
+    for row in range(num_subjects):
+        image, label, geometry = generate_phantom_subject(case_seed(seed, row), config)
+        labeled_slices = np.flatnonzero(label.reshape(label.shape[0], -1).any(axis=1))
+        chosen = np.linspace(labeled_slices[0], labeled_slices[-1], slices_per_subject).round().astype(int)
+        display_max = float(np.percentile(image, 99.5))
+        sx, sy, sz = geometry.spacing_xyz
+        for column, z in enumerate(chosen):
+            axis = axes[row, column]
+            axis.imshow(image[z], cmap="gray", vmin=0, vmax=display_max, aspect=sy / sx)
+            axis.imshow(label[z], cmap=overlay_colors, vmin=0, vmax=3, interpolation="nearest", aspect=sy / sx)
+            axis.set_title(f"{case_id(row)} z={z}/{image.shape[0] - 1}", fontsize=8)
+        middle = int(chosen[len(chosen) // 2])
+        axes[row, -1].imshow(image[middle], cmap="gray", vmin=0, vmax=display_max, aspect=sy / sx)
+        axes[row, -1].set_title(f"z={middle} without labels\n{sx:.2f} x {sy:.2f} x {sz:.1f} mm", fontsize=8)
+        for axis in axes[row]:
+            axis.set_axis_off()
+    figure.suptitle("Cardiac phantom: RV (blue), myocardium (yellow), LV (red)", fontsize=10)
+    figure.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=90, format="png")
+    plt.close(figure)
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cctr_generate_phantom",
+        description="Write a synthetic cardiac short-axis MRI dataset (ACDC-like labels: RV 1, MYO 2, LV 3) in the "
+                    "raw layout DatasetXXX_Name/{imagesTr,labelsTr,imagesTs,labelsTs}.")
+    parser.add_argument("--raw-root", type=Path, default=None,
+                        help="folder of the raw datasets (default: cctrnet.paths.raw_folder(), env var cctr_raw)")
+    parser.add_argument("-d", "--dataset-id", type=int, default=1, help="dataset id, 1..999 (default 1)")
+    parser.add_argument("--name", default="CardiacPhantom", help="dataset name (default CardiacPhantom)")
+    parser.add_argument("--num-training", type=int, default=20, help="training cases in imagesTr (default 20)")
+    parser.add_argument("--num-test", type=int, default=10, help="test cases in imagesTs with labelsTs (default 10)")
+    parser.add_argument("--num-unlabeled", type=int, default=0,
+                        help="how many training cases (the last ones) are written without a label file (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="dataset seed; the same seed gives identical files' arrays")
+    parser.add_argument("--file-ending", default=".nii.gz", choices=ALLOWED_FILE_ENDINGS, help="image format (default .nii.gz)")
+    parser.add_argument("--direction", choices=("oblique", "identity"), default="oblique",
+                        help="direction matrix: the subject's oblique short-axis orientation in the patient frame "
+                             "(default) or identity; the arrays are the same either way")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("MIN", "MAX"), default=None,
+                        help="in-plane size range in pixels (default 176 216)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder of that name")
+    parser.add_argument("--preview", type=Path, metavar="PNG", default=None,
+                        help="only write a PNG of slices of the first 3 training subjects with labels, then exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    config = PhantomConfig(oblique_direction=args.direction == "oblique")
+    if args.size is not None:
+        config = config.with_changes(in_plane_size_range_px=tuple(args.size))
+    if args.preview is not None:
+        print(f"preview written to {write_preview_png(args.preview, seed=args.seed, config=config)}")
+        return
+    if args.raw_root is None:
+        from cctrnet.paths import raw_folder
+
+        args.raw_root = raw_folder()
+    try:
+        folder = generate_phantom_dataset(args.raw_root, args.dataset_id, args.name, args.num_training, args.num_test,
+                                          args.num_unlabeled, args.seed, args.file_ending, args.overwrite, config)
+    except (FileExistsError, ValueError) as error:
+        raise SystemExit(f"cctr_generate_phantom: error: {error}") from None
+    print(f"wrote {folder}")
+
+
+if __name__ == "__main__":
+    main()
