@@ -184,7 +184,7 @@ def write_preview_png(path: Path, seed: int = 0, num_subjects: int = 3, slices_p
     figure.tight_layout()
     path = Path(path)
     with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=90, format="png")
+        figure.savefig(temporary, dpi=72, format="png")
     plt.close(figure)
     return path
 
@@ -209,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default) or identity; the arrays are the same either way")
     parser.add_argument("--size", type=int, nargs=2, metavar=("MIN", "MAX"), default=None,
                         help="in-plane size range in pixels (default 176 216)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="64x64 px, 6 thick slices (PhantomConfig.tiny()): a small dataset for quick tests")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder of that name")
     parser.add_argument("--preview", type=Path, metavar="PNG", default=None,
                         help="only write a PNG of slices of the first 3 training subjects with labels, then exit")
@@ -217,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    config = PhantomConfig(oblique_direction=args.direction == "oblique")
+    config = PhantomConfig.tiny() if args.tiny else PhantomConfig()
+    config = config.with_changes(oblique_direction=args.direction == "oblique")
     if args.size is not None:
         config = config.with_changes(in_plane_size_range_px=tuple(args.size))
     if args.preview is not None:

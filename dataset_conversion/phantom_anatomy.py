@@ -218,10 +218,13 @@ def _sample_heart(rng: np.random.Generator, perturbation_scale: float) -> HeartS
     endo_radius = u(20.0, 30.0)
     endo_length = u(65.0, 90.0)
     endo_exponent = u(1.6, 3.0)
-    amplitude = lambda low, high: u(low, high) * perturbation_scale  # noqa: E731
-    endo_perturbation = ContourPerturbation.sample(rng, amplitude(0.04, 0.12))
-    epi_perturbation = ContourPerturbation.sample(rng, amplitude(0.03, 0.10))
-    rv_perturbation = ContourPerturbation.sample(rng, amplitude(0.05, 0.15))
+
+    def amplitude(low: float, high: float) -> float:
+        return u(low, high) * perturbation_scale
+
+    endo_perturbation = ContourPerturbation.sample(rng, amplitude(0.04, 0.10))
+    epi_perturbation = ContourPerturbation.sample(rng, amplitude(0.03, 0.08))
+    rv_perturbation = ContourPerturbation.sample(rng, amplitude(0.04, 0.10))
     fat_perturbation = ContourPerturbation.sample(rng, 0.5)
     papillary_base_angle = np.pi + u(-0.4, 0.4)  # on the free wall, opposite the RV
     papillary_spread = u(0.6, 1.2)
@@ -244,7 +247,7 @@ def _sample_heart(rng: np.random.Generator, perturbation_scale: float) -> HeartS
         endo_perturbation=endo_perturbation,
         epi_perturbation=epi_perturbation,
         rv_length_fraction=u(0.55, 0.85),
-        rv_width_mm=u(12.0, 30.0),
+        rv_width_mm=u(15.0, 32.0),
         rv_center_fraction=u(0.35, 0.65),
         rv_wrap=u(1.0, 1.4),
         rv_offset_mm=u(-8.0, 8.0),

@@ -103,6 +103,22 @@ def test_hd95_matches_brute_force_with_anisotropic_spacing(seed):
     assert hd95_mm(ref, pred, spacing) == pytest.approx(expected)  # symmetric
 
 
+def test_hd95_matches_distance_transform_definition():
+    """Same numbers as the erosion + distance-transform recipe (medpy's hd95, here in mm)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(5)
+    shape, spacing = (9, 20, 18), (3.0, 0.9, 1.1)
+    ref = ndimage.binary_dilation(rng.random(shape) < 0.02, iterations=2)
+    pred = ndimage.binary_dilation(rng.random(shape) < 0.02, iterations=2)
+    cross = ndimage.generate_binary_structure(3, 1)
+    ref_surface = ref & ~ndimage.binary_erosion(ref, cross)
+    pred_surface = pred & ~ndimage.binary_erosion(pred, cross)
+    forward = ndimage.distance_transform_edt(~ref_surface, sampling=spacing)[pred_surface]
+    backward = ndimage.distance_transform_edt(~pred_surface, sampling=spacing)[ref_surface]
+    assert hd95_mm(pred, ref, spacing) == pytest.approx(np.percentile(np.concatenate([forward, backward]), 95))
+
+
 def test_surface_counts_array_border_as_background():
     full = np.ones((3, 4, 5), dtype=bool)
     surface = surface_mask(full)
@@ -153,6 +169,19 @@ def test_evaluate_case_per_label_matches_mask_functions_and_volumes():
         evaluate_case(pred[:-1], ref, spacing, [1])
     with pytest.raises(ValueError, match="integer label map"):
         evaluate_case(pred + 0.5, ref, spacing, [1])
+
+
+def test_evaluate_case_agrees_with_mask_functions_for_every_label():
+    rng = np.random.default_rng(3)
+    ref = rng.integers(0, 3, size=(5, 9, 11)).astype(np.uint8)
+    pred = np.where(rng.random(ref.shape) < 0.8, ref, rng.integers(0, 3, size=ref.shape)).astype(np.uint8)
+    spacing = (2.0, 0.7, 0.9)
+    result = evaluate_case(pred, ref, spacing, [0, 1, 2])
+    for label in (0, 1, 2):
+        assert result[label]["dice_percent"] == pytest.approx(100 * dice_score(pred == label, ref == label))
+        assert result[label]["hd95_mm"] == pytest.approx(hd95_mm(pred == label, ref == label, spacing))
+    shifted = evaluate_case(pred.astype(np.int32) - 1, ref.astype(np.int32) - 1, spacing, [-1, 0, 1])
+    assert [shifted[v]["dice_percent"] for v in (-1, 0, 1)] == pytest.approx([result[v]["dice_percent"] for v in (0, 1, 2)])
 
 
 def test_means_skip_nan_and_average_cases_then_classes():

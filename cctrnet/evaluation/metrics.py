@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from scipy import ndimage
+from scipy.spatial import cKDTree
 
 ONE_EMPTY_POLICIES = ("diagonal", "nan")
 
@@ -22,8 +22,6 @@ class EvaluationConventions:
 
     # percentile of the union of both directed surface-distance sets (medpy's hd95 definition)
     hd95_percentile: float = 95.0
-    # neighbourhood that decides which mask voxels lie on the surface: 1 = 6-connected (faces)
-    surface_connectivity: int = 1
     # HD95 when exactly one of prediction and reference is empty: "diagonal" of the volume in mm
     # (worst distance possible inside the grid) or "nan" (excluded from means)
     hd95_one_empty: str = "diagonal"
@@ -33,8 +31,6 @@ class EvaluationConventions:
             raise ValueError(f"hd95_one_empty must be one of {ONE_EMPTY_POLICIES}, got {self.hd95_one_empty!r}")
         if not 0.0 <= self.hd95_percentile <= 100.0:
             raise ValueError(f"hd95_percentile must lie in [0, 100], got {self.hd95_percentile}")
-        if self.surface_connectivity not in (1, 2, 3):
-            raise ValueError(f"surface_connectivity must be 1, 2 or 3, got {self.surface_connectivity}")
 
     def to_dict(self) -> dict[str, Any]:
         """The settings plus one line per rule, for summary.json."""
@@ -53,8 +49,8 @@ class EvaluationConventions:
                 "distances from every prediction surface voxel to the reference surface and from every "
                 "reference surface voxel to the prediction surface, in mm using the voxel spacing"
             ),
-            "surface": "mask voxels with a background neighbour (connectivity "
-            f"{self.surface_connectivity}; outside the image counts as background)",
+            "surface": "mask voxels with at least one of their 6 face neighbours outside the mask "
+            "(outside the image counts as outside the mask)",
             "means": "mean over cases per class, then mean over foreground classes",
         }
         return out
@@ -74,29 +70,26 @@ def dice_score(pred_mask: np.ndarray, ref_mask: np.ndarray) -> float:
     return 2.0 * intersection / (pred_count + ref_count)
 
 
-def surface_mask(mask: np.ndarray, connectivity: int = 1) -> np.ndarray:
-    """Voxels of ``mask`` with at least one background neighbour (voxels outside the array count as background)."""
+def surface_mask(mask: np.ndarray) -> np.ndarray:
+    """Voxels of ``mask`` with a face neighbour (6-connectivity) outside it; outside the array counts as outside."""
     mask = np.asarray(mask, dtype=bool)
-    structure = ndimage.generate_binary_structure(mask.ndim, connectivity)
-    return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
+    return mask & _label_boundaries(mask)
 
 
 def surface_distances_mm(
-    pred_mask: np.ndarray, ref_mask: np.ndarray, spacing_zyx: Sequence[float], connectivity: int = 1
+    pred_mask: np.ndarray, ref_mask: np.ndarray, spacing_zyx: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Distances in mm from each prediction surface voxel to the reference surface, and vice versa.
+    """Distances in mm from each prediction surface voxel to the nearest reference surface voxel, and vice versa.
 
-    Both masks must be non-empty. Computed with Euclidean distance transforms inside the bounding box
-    of both masks, which gives the same distances as on the full grid.
+    Both masks must be non-empty.
     """
     pred_mask, ref_mask = _as_masks(pred_mask, ref_mask)
     spacing = _checked_spacing(spacing_zyx, pred_mask.ndim)
     if not pred_mask.any() or not ref_mask.any():
         raise ValueError("surface distances need two non-empty masks")
-    box = _union_box(pred_mask, ref_mask)
-    pred_surface = surface_mask(pred_mask[box], connectivity)
-    ref_surface = surface_mask(ref_mask[box], connectivity)
-    return _directed_distances(pred_surface, ref_surface, spacing), _directed_distances(ref_surface, pred_surface, spacing)
+    pred_points = np.argwhere(surface_mask(pred_mask)) * spacing
+    ref_points = np.argwhere(surface_mask(ref_mask)) * spacing
+    return _directed_distances(pred_points, ref_points), _directed_distances(ref_points, pred_points)
 
 
 def hd95_mm(
@@ -117,8 +110,8 @@ def hd95_mm(
         return math.nan
     if not pred_any or not ref_any:
         return _one_empty_hd95(pred_mask.shape, spacing, conventions)
-    forward, backward = surface_distances_mm(pred_mask, ref_mask, spacing, conventions.surface_connectivity)
-    return float(np.percentile(np.concatenate([forward, backward]), conventions.hd95_percentile))
+    forward, backward = surface_distances_mm(pred_mask, ref_mask, spacing)
+    return _percentile_of_union(forward, backward, conventions.hd95_percentile)
 
 
 def evaluate_case(
@@ -131,8 +124,8 @@ def evaluate_case(
     """Metrics of every label of one case: {label: {dice_percent, hd95_mm, volume_ref_ml, volume_pred_ml, ...}}.
 
     ``pred_zyx`` and ``ref_zyx`` are integer label maps on the same grid (z, y, x); ``spacing_zyx``
-    in mm. Dice is in percent. Only the bounding box of each label is processed, so large volumes
-    with small structures are cheap.
+    in mm. Dice is in percent. The surfaces of all labels are found in one pass over each map, so
+    the cost grows with the number of surface voxels, not with volume size times labels.
     """
     pred_zyx = _as_label_map(pred_zyx, "prediction")
     ref_zyx = _as_label_map(ref_zyx, "reference")
@@ -140,24 +133,21 @@ def evaluate_case(
         raise ValueError(f"prediction shape {pred_zyx.shape} differs from reference shape {ref_zyx.shape}")
     spacing = _checked_spacing(spacing_zyx, ref_zyx.ndim)
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    pred_boxes = _label_boxes(pred_zyx)
-    ref_boxes = _label_boxes(ref_zyx)
+    labels = [int(label) for label in labels]
+    pred_counts, ref_counts, overlap_counts = _voxel_counts(pred_zyx, ref_zyx, labels)
+    pred_surfaces = _surface_points_by_label(pred_zyx, labels, spacing)
+    ref_surfaces = _surface_points_by_label(ref_zyx, labels, spacing)
     results: dict[int, dict[str, Any]] = {}
     for label in labels:
-        label = int(label)
-        pred_box, ref_box = pred_boxes.get(label), ref_boxes.get(label)
-        if label <= 0:  # background or negative labels: no bounding boxes, use the whole grid
-            pred_mask, ref_mask = pred_zyx == label, ref_zyx == label
-        elif pred_box is None and ref_box is None:
-            pred_mask = ref_mask = np.zeros((0,) * ref_zyx.ndim, dtype=bool)
-        else:
-            box = _merge_boxes(pred_box, ref_box)
-            pred_mask, ref_mask = pred_zyx[box] == label, ref_zyx[box] == label
-        pred_count, ref_count = int(np.count_nonzero(pred_mask)), int(np.count_nonzero(ref_mask))
+        pred_count, ref_count = pred_counts[label], ref_counts[label]
         if pred_count and ref_count:
-            dice = dice_score(pred_mask, ref_mask)
-            forward, backward = surface_distances_mm(pred_mask, ref_mask, spacing, conventions.surface_connectivity)
-            hd95 = float(np.percentile(np.concatenate([forward, backward]), conventions.hd95_percentile))
+            dice = 2.0 * overlap_counts[label] / (pred_count + ref_count)
+            pred_points, ref_points = pred_surfaces[label], ref_surfaces[label]
+            hd95 = _percentile_of_union(
+                _directed_distances(pred_points, ref_points),
+                _directed_distances(ref_points, pred_points),
+                conventions.hd95_percentile,
+            )
         elif pred_count or ref_count:
             dice, hd95 = 0.0, _one_empty_hd95(ref_zyx.shape, spacing, conventions)
         else:
@@ -185,9 +175,58 @@ def _one_empty_hd95(shape: Sequence[int], spacing: np.ndarray, conventions: Eval
     return math.nan
 
 
-def _directed_distances(from_surface: np.ndarray, to_surface: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    distance_to_surface = ndimage.distance_transform_edt(~to_surface, sampling=spacing)
-    return distance_to_surface[from_surface]
+def _directed_distances(from_points_mm: np.ndarray, to_points_mm: np.ndarray) -> np.ndarray:
+    """For each point of the first set, the Euclidean distance to the nearest point of the second."""
+    return cKDTree(to_points_mm).query(from_points_mm, k=1, workers=1)[0]
+
+
+def _percentile_of_union(forward: np.ndarray, backward: np.ndarray, percentile: float) -> float:
+    return float(np.percentile(np.concatenate([forward, backward]), percentile))
+
+
+def _label_boundaries(label_map: np.ndarray) -> np.ndarray:
+    """True where a voxel has a face neighbour with another value, or lies on the array's border."""
+    boundary = np.zeros(label_map.shape, dtype=bool)
+    for axis in range(label_map.ndim):
+        lower = [slice(None)] * label_map.ndim
+        upper = [slice(None)] * label_map.ndim
+        lower[axis], upper[axis] = slice(None, -1), slice(1, None)
+        differs = label_map[tuple(lower)] != label_map[tuple(upper)]
+        boundary[tuple(lower)] |= differs
+        boundary[tuple(upper)] |= differs
+        first, last = [slice(None)] * label_map.ndim, [slice(None)] * label_map.ndim
+        first[axis], last[axis] = 0, -1
+        boundary[tuple(first)] = True
+        boundary[tuple(last)] = True
+    return boundary
+
+
+def _surface_points_by_label(label_map: np.ndarray, labels: Sequence[int], spacing: np.ndarray) -> dict[int, np.ndarray]:
+    """{label: (n, 3) positions in mm of that label's surface voxels}, from one boundary pass."""
+    flat_indices = np.flatnonzero(_label_boundaries(label_map))
+    values = label_map.ravel()[flat_indices]
+    out = {}
+    for label in labels:
+        chosen = flat_indices[values == label]
+        out[label] = np.stack(np.unravel_index(chosen, label_map.shape), axis=1) * spacing
+    return out
+
+
+def _voxel_counts(
+    pred_zyx: np.ndarray, ref_zyx: np.ndarray, labels: Sequence[int]
+) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:
+    """Voxels per label in prediction, in reference, and where both agree on that label."""
+    low = min(int(pred_zyx.min()), int(ref_zyx.min()), *labels, 0)
+    pred_counts = np.bincount((pred_zyx.ravel().astype(np.int64) - low) if low else pred_zyx.ravel())
+    ref_counts = np.bincount((ref_zyx.ravel().astype(np.int64) - low) if low else ref_zyx.ravel())
+    agree = ref_zyx[ref_zyx == pred_zyx]
+    overlap_counts = np.bincount((agree.astype(np.int64) - low) if low else agree)
+
+    def lookup(counts: np.ndarray, label: int) -> int:
+        index = label - low
+        return int(counts[index]) if index < counts.size else 0
+
+    return tuple({label: lookup(c, label) for label in labels} for c in (pred_counts, ref_counts, overlap_counts))  # type: ignore[return-value]
 
 
 def _as_masks(pred_mask: np.ndarray, ref_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -213,23 +252,3 @@ def _as_label_map(array: np.ndarray, what: str) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating) and np.array_equal(array, np.round(array)):
         return array.astype(np.int32)
     raise ValueError(f"{what} must be an integer label map, found dtype {array.dtype} with non-integer values")
-
-
-def _label_boxes(label_map: np.ndarray) -> dict[int, tuple[slice, ...]]:
-    """Bounding box of every positive label present, found in one pass."""
-    if label_map.size == 0 or label_map.max() <= 0:
-        return {}
-    positive = label_map if label_map.min() >= 0 else np.where(label_map > 0, label_map, 0)
-    return {i + 1: box for i, box in enumerate(ndimage.find_objects(positive)) if box is not None}
-
-
-def _merge_boxes(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple[slice, ...]:
-    if a is None or b is None:
-        return a if b is None else b  # type: ignore[return-value]
-    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
-
-
-def _union_box(pred_mask: np.ndarray, ref_mask: np.ndarray) -> tuple[slice, ...]:
-    # Exact, not an approximation: every surface voxel lies inside the union's bounding box, and a
-    # voxel just outside the box belongs to neither mask, as erosion's border_value=0 assumes.
-    return ndimage.find_objects((pred_mask | ref_mask).astype(np.uint8))[0]

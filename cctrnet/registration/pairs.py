@@ -24,7 +24,7 @@ def brs_pairs(all_cases: Sequence[str], labeled_cases: Sequence[str], all_as_unl
             if u == q or (not all_as_unlabeled and u in labeled):
                 continue
             pairs += [(q, u), (u, q)]
-    return pairs
+    return list(dict.fromkeys(pairs))  # labeled candidates that are also "unlabeled" appear twice
 
 
 def reference_case(all_cases: Sequence[str]) -> str:

@@ -158,5 +158,5 @@ class PointMapper:
 def _apply(mapping: Any, points_zyx: torch.Tensor) -> torch.Tensor:
     if isinstance(mapping, torch.Tensor):
         matrix = mapping.to(points_zyx.device, points_zyx.dtype)
-        return points_zyx @ matrix[:3, :3].T + matrix[:3, 3]
+        return torch.addmm(matrix[:3, 3], points_zyx, matrix[:3, :3].T)  # one fused kernel
     return mapping(points_zyx)

@@ -76,10 +76,10 @@ def _save_with_progress(outcomes: Iterable[PairResult], store: PairStore, total:
             bar.update(1)
             if len(results) == min(_PAIRS_BEFORE_ESTIMATE, total) and total > len(results):
                 per_pair = (time.perf_counter() - start) / len(results)
-                bar.write(f"[cctrnet] estimate: {per_pair:.2f} s per pair, about "
+                bar.write(file=sys.stderr, s=f"[cctrnet] estimate: {per_pair:.2f} s per pair, about "
                           f"{per_pair * (total - len(results)) / 60:.1f} min for the remaining {total - len(results)} pairs")
             if not result.ok:
-                bar.write(f"[cctrnet] pair {result.moving} -> {result.fixed} failed: {result.reason}")
+                bar.write(f"[cctrnet] pair {result.moving} -> {result.fixed} failed: {result.reason}", file=sys.stderr)
     return results
 
 

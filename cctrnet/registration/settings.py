@@ -5,7 +5,7 @@ in documentation/registration.md and changeable by constructing another :class:`
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 #: Value of a registered label voxel that the warp leaves undefined (outside the moving volume).
@@ -40,8 +40,8 @@ class RegistrationSettings:
     bspline_levels: tuple[int, ...] = (2, 1)
     # --- batched torch affine engine ---
     torch_batch_size: int = 16
-    torch_points_per_pair: int = 2048
-    torch_iterations_per_level: tuple[int, ...] = (80, 40, 10)
+    torch_points_per_pair: int = 4096
+    torch_iterations_per_level: tuple[int, ...] = (80, 40, 20)
     torch_learning_rate: float = 0.01
     # --- plausibility checks: a transform outside these bounds is recorded as failed ---
     min_determinant: float = 0.33
@@ -65,7 +65,6 @@ class RegistrationSettings:
     channel: int = 0
     #: SimpleITK threads per registration process (the machine is shared)
     threads_per_process: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

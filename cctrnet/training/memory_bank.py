@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -91,6 +91,35 @@ class FeatureMemoryBank:
     def nbytes(self) -> int:
         return self.features.element_size() * self.features.nelement() + self.cell_filled.nelement()
 
+    def state_dict(self) -> dict[str, Any]:
+        """Stored slices, oldest first, as plain tensors and lists (loadable with ``weights_only=True``)."""
+        keys = self.keys()
+        slots = torch.tensor([self._slots[key] for key in keys], dtype=torch.long, device=self.device)
+        return {
+            "keys": [list(key) for key in keys],
+            "features": self.features[slots].cpu(),
+            "cell_filled": self.cell_filled[slots].cpu(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict` of a bank with the same volumes, channels and settings."""
+        keys = [(int(volume), int(z)) for volume, z in state["keys"]]
+        features: torch.Tensor = state["features"]
+        filled: torch.Tensor = state["cell_filled"]
+        expected = (len(keys), *self.grid_hw, self.feature_channels)
+        if len(keys) > self.capacity or tuple(features.shape) != expected or tuple(filled.shape) != expected[:3]:
+            raise ValueError(
+                f"memory bank state holds {len(keys)} slices of shape {tuple(features.shape)[1:]}; this bank "
+                f"takes at most {self.capacity} of shape {expected[1:]} (different volumes, channels or settings?)"
+            )
+        self._slots.clear()
+        self.slot_table.fill_(-1)
+        self._free_slots = list(range(self.capacity - 1, -1, -1))
+        for row, key in enumerate(keys):
+            slot = self._claim_slot(key)
+            self.features[slot] = features[row].to(self.device, self.features.dtype)
+            self.cell_filled[slot] = filled[row].to(self.device)
+
     def _claim_slot(self, key: tuple[int, int]) -> int:
         if key in self._slots:
             self._slots.move_to_end(key)
@@ -143,8 +172,9 @@ class FeatureMemoryBank:
             latest[(volume, low)] = i
         if not latest:
             return
-        batch_rows = list(latest.values())
-        slots = [self._claim_slot(key) for key in latest]
+        kept = list(latest.items())[-self.capacity :]  # more slices than slots: the first would be evicted at once
+        batch_rows = [row for _, row in kept]
+        slots = [self._claim_slot(key) for key, _ in kept]
 
         f = self.downsample_factor
         h_r, w_r = self.grid_hw
@@ -190,17 +220,22 @@ class FeatureMemoryBank:
             raise ValueError(
                 f"expected volume_indices (n,) and points_zyx (n, 3), got {tuple(volumes.shape)} and {tuple(points.shape)}"
             )
-        # dense arithmetic over all queries and a single nonzero: boolean-mask indexing would copy each step
+        # The slice test (z) runs on every query and discards most of them; the in-plane tests run on the
+        # remaining candidates only. No boolean-mask copies of the full query.
         n_volumes, max_z = self.slot_table.shape
         clamped_volumes = volumes.clamp(0, n_volumes - 1)
-        rounded = torch.round(torch.nan_to_num(points, nan=-1.0, posinf=-1.0, neginf=-1.0)).long()
-        inside = (rounded >= 0) & (rounded < self.volume_shapes_zyx[clamped_volumes])
-        known = (volumes == clamped_volumes) & inside.all(1) & torch.isfinite(points).all(1)
-        slot = self.slot_table[clamped_volumes, rounded[:, 0].clamp(0, max_z - 1)]
-        rows = torch.nonzero(known & (slot >= 0)).squeeze(1)
+        z = torch.round(torch.nan_to_num(points[:, 0], nan=-1.0, posinf=-1.0, neginf=-1.0)).long()
+        slice_known = (volumes == clamped_volumes) & (z >= 0) & (z < self.volume_shapes_zyx[clamped_volumes, 0])
+        slot = self.slot_table[clamped_volumes, z.clamp(0, max_z - 1)]
+        rows = torch.nonzero(slice_known & (slot >= 0)).squeeze(1)
+        points_yx = points[rows, 1:]
+        rounded_yx = torch.round(torch.nan_to_num(points_yx, nan=-1.0, posinf=-1.0, neginf=-1.0)).long()
+        inside = (rounded_yx >= 0) & (rounded_yx < self.volume_shapes_zyx[volumes[rows], 1:])
+        keep = torch.nonzero(inside.all(1) & torch.isfinite(points_yx).all(1)).squeeze(1)
+        rows, slot, points_yx, rounded_yx = rows[keep], slot[rows[keep]], points_yx[keep], rounded_yx[keep]
         if self.settings.bilinear:
-            return self._bilinear(rows, slot[rows], points[rows, 1:])
-        slot, cell_yx = slot[rows], rounded[rows, 1:] // self.downsample_factor  # rounded >= 0 here
+            return self._bilinear(rows, slot, points_yx)
+        cell_yx = rounded_yx // self.downsample_factor  # rounded_yx >= 0 here
         filled = self.cell_filled[slot, cell_yx[:, 0], cell_yx[:, 1]]
         rows, slot, cell_yx = rows[filled], slot[filled], cell_yx[filled]
         return rows, self.features[slot, cell_yx[:, 0], cell_yx[:, 1]].float()

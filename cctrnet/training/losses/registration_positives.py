@@ -12,15 +12,18 @@ All mapped points of one step go to the bank in a single vectorised lookup.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from cctrnet.training.memory_bank import FeatureMemoryBank
 
-# map_points(source_volume, target_volume, points_zyx (n, 3) voxel coordinates) -> (n, 3) voxel coordinates
+# map_points(source_volume, target_volume, points_zyx (n, 3) voxel coordinates) -> (n, 3) voxel coordinates;
+# NaN rows where no registration exists (they are never found in the bank)
 PointMapper = Callable[[int, int, torch.Tensor], torch.Tensor]
+# map_points_to_many(source_volume, target_volumes, points_zyx (n, 3)) -> (len(targets), n, 3), one call per source
+ManyPointMapper = Callable[[int, Sequence[int], torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -46,11 +49,19 @@ def registered_positive_keys(
     anchor_volumes: torch.Tensor,
     anchor_points_zyx: torch.Tensor,
     bank: FeatureMemoryBank,
-    map_points: PointMapper,
+    map_points: PointMapper | None,
     settings: RegisteredPositiveSettings = RegisteredPositiveSettings(),
     generator: torch.Generator | None = None,
+    map_points_to_many: ManyPointMapper | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """a_p^r per anchor (Eq. 11-12): (unit keys (n, d), found (n,)); rows without any hit are zero."""
+    """a_p^r per anchor (Eq. 11-12): (unit keys (n, d), found (n,)); rows without any hit are zero.
+
+    Anchor points are voxel coordinates (z, y, x) of the preprocessed volume ``anchor_volumes``.
+    ``map_points_to_many``, when given, replaces the per-pair calls of ``map_points`` with one call per
+    source volume (e.g. all affine maps applied as one batched product).
+    """
+    if map_points is None and map_points_to_many is None:
+        raise ValueError("registered_positive_keys needs map_points or map_points_to_many")
     n = int(anchor_points_zyx.shape[0])
     device = anchor_points_zyx.device
     keys = torch.zeros((n, bank.feature_channels), device=device)
@@ -69,17 +80,27 @@ def registered_positive_keys(
     for source in torch.unique(anchor_volumes).tolist():
         rows = torch.nonzero(anchor_volumes == source).squeeze(1)
         source_points = anchor_points_zyx[rows]
-        for target in targets:
-            if target == source:
-                continue
-            points = map_points(source, target, source_points)
-            if tuple(points.shape) != tuple(source_points.shape):
-                raise ValueError(
-                    f"map_points({source}, {target}) returned shape {tuple(points.shape)}, expected {tuple(source_points.shape)}"
-                )
-            mapped_points.append(points.to(device))
-            mapped_volumes.append(torch.full_like(rows, target))
-            mapped_anchor.append(rows)
+        source_targets = [t for t in targets if t != source]
+        if not source_targets:
+            continue
+        if map_points_to_many is not None:
+            points = map_points_to_many(source, source_targets, source_points)
+            expected = (len(source_targets), *source_points.shape)
+            if tuple(points.shape) != expected:
+                raise ValueError(f"map_points_to_many({source}, ...) returned shape {tuple(points.shape)}, expected {expected}")
+            mapped_points.append(points.reshape(-1, 3).to(device))
+        else:
+            for target in source_targets:
+                points = map_points(source, target, source_points)
+                if tuple(points.shape) != tuple(source_points.shape):
+                    raise ValueError(
+                        f"map_points({source}, {target}) returned shape {tuple(points.shape)}, "
+                        f"expected {tuple(source_points.shape)}"
+                    )
+                mapped_points.append(points.to(device))
+        target_ids = torch.tensor(source_targets, device=device)
+        mapped_volumes.append(target_ids.repeat_interleave(rows.shape[0]))
+        mapped_anchor.append(rows.repeat(len(source_targets)))
     if not mapped_points:
         return keys, found
 

@@ -16,7 +16,7 @@ Per class c present in the batch (labels: ground truth or the other branch's arg
 - positive key of anchor a_i: the mean of the other sampled anchors of class c, ``(sum - a_i) / (n_c - 1)``,
   scaled to unit length (every logit is then a cosine similarity over the temperature). When A_c holds
   at most ``anchors_per_class`` pixels this is exactly the leave-one-out mean of A_c (Eq. 5); otherwise
-  an unbiased estimate of it from 1000 random members, which spares projecting every pixel;
+  an unbiased estimate of it from that many random members, which spares projecting every pixel;
 - negatives: ``negatives_per_class`` split evenly over the other classes that have candidate pixels (the
   remainder one each to the lowest class indices); a class with fewer candidates gives all it has and
   the shortfall is not handed to other classes, so that no class dominates the negatives;
@@ -216,14 +216,15 @@ def supervised_contrastive_loss(
             )
         positives = torch.where(override_mask.to(positives.device).unsqueeze(1), positive_override.to(positives), positives)
 
-    positive_logits = (anchor_features * positives).sum(1) / settings.temperature  # (n,)
+    scaled_anchors = anchor_features / settings.temperature  # cheaper than scaling every (n_c, o_c) logit
+    positive_logits = (scaled_anchors * positives).sum(1)  # (n,)
     class_losses = []
     anchor_start = negative_start = 0
     for anchor_count, negative_count in zip(pixels.anchor_counts, pixels.negative_counts):
-        anchors = anchor_features[anchor_start : anchor_start + anchor_count]
+        anchors = scaled_anchors[anchor_start : anchor_start + anchor_count]
         negatives = negative_features[negative_start : negative_start + negative_count]
         positive = positive_logits[anchor_start : anchor_start + anchor_count]
-        logits = torch.cat([positive.unsqueeze(1), anchors @ negatives.t() / settings.temperature], dim=1)
+        logits = torch.cat([positive.unsqueeze(1), anchors @ negatives.t()], dim=1)
         class_losses.append((torch.logsumexp(logits, dim=1) - positive).mean())
         anchor_start += anchor_count
         negative_start += negative_count

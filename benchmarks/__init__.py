@@ -1,0 +1,1 @@
+"""Benchmarks of cctrnet against other tools; see benchmarks/README.md."""

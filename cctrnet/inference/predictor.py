@@ -1,0 +1,128 @@
+"""Predicting raw images with a trained model: preprocess as in training, slide, average branches, export.
+
+One case: read its channels -> ``preprocess_arrays`` (crop, normalise, resample in plane, the training code)
+-> sliding-window class probabilities of every slice, mean of the branches' softmax -> back to the input's
+grid -> label map in the dataset's file format (and the probabilities with ``with_probabilities``).
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from cctrnet.dataset.geometry import Geometry
+from cctrnet.dataset.image_io import ImageReadError, read_case_images
+from cctrnet.inference.export import export_prediction
+from cctrnet.inference.input_cases import InputCase, list_input_cases
+from cctrnet.inference.model_folder import ModelFolder
+from cctrnet.inference.sliding_window import BranchEnsemble, SlidingWindowSettings, predict_volume
+from cctrnet.preprocessing.preprocessor import preprocess_arrays
+
+
+@dataclass
+class FolderPredictionReport:
+    """What a folder prediction did: cases written, cases skipped with the reason, time per case."""
+
+    predicted: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    seconds_per_case: dict[str, float] = field(default_factory=dict)
+    already_done: list[str] = field(default_factory=list)
+
+
+def predict_each_case(cases: Sequence[InputCase], output_folder: str | os.PathLike, file_ending: str,
+                      predict_one: Callable[[Sequence[Path], Path], Any], overwrite: bool = True,
+                      progress: bool = True) -> FolderPredictionReport:
+    """Run ``predict_one(image_files, output_file)`` per case, writing ``{case}{file_ending}``.
+
+    A case whose input cannot be read or processed (ImageReadError, ValueError) is reported and skipped,
+    so the other cases are still predicted.
+    """
+    from tqdm import tqdm
+
+    output_folder = Path(output_folder)
+    output_folder.mkdir(parents=True, exist_ok=True)
+    report = FolderPredictionReport()
+    for case in tqdm(cases, desc="predict", unit="case", disable=not progress):
+        output_file = output_folder / f"{case.case_id}{file_ending}"
+        if not overwrite and output_file.exists():
+            report.already_done.append(case.case_id)
+            continue
+        started = time.perf_counter()
+        try:
+            predict_one(case.image_files, output_file)
+        except (ImageReadError, ValueError) as error:
+            report.problems.append(f"{case.case_id}: {error}; skipped")
+            continue
+        report.predicted.append(case.case_id)
+        report.seconds_per_case[case.case_id] = time.perf_counter() - started
+    return report
+
+
+class Predictor:
+    """A trained model ready to predict: its plan, label values and eval-mode networks on one device."""
+
+    def __init__(self, model: ModelFolder, networks: Sequence[Any], device: Any,
+                 settings: SlidingWindowSettings | None = None):
+        import torch
+
+        self.model = model
+        self.device = torch.device(device)
+        self.settings = settings or SlidingWindowSettings()
+        self.ensemble = BranchEnsemble(networks)
+
+    @classmethod
+    def from_model_folder(cls, model: ModelFolder, device: str = "auto", checkpoint: str = "final",
+                          settings: SlidingWindowSettings | None = None) -> "Predictor":
+        from cctrnet.utilities.device import resolve_device
+
+        torch_device = resolve_device(device)
+        networks = model.load_networks(torch_device, checkpoint)
+        return cls(model, list(networks.values()), torch_device, settings)
+
+    # --- arrays -------------------------------------------------------------------------------------
+    def preprocess(self, data_czyx: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, dict[str, Any]]:
+        """The training preprocessing of one case's raw channels: (data, properties)."""
+        if data_czyx.shape[0] != self.model.num_input_channels:
+            raise ValueError(f"{data_czyx.shape[0]} channel(s) given, "
+                             f"the model expects {self.model.num_input_channels}")
+        data, _, properties = preprocess_arrays(data_czyx, None, geometry, self.model.configuration,
+                                                self.model.label_values)
+        return data, properties
+
+    def predict_preprocessed(self, data_czyx: np.ndarray, progress: bool = False,
+                             description: str = "slices") -> np.ndarray:
+        """Class probabilities (classes, z, y, x) on the preprocessed grid."""
+        return predict_volume(data_czyx, self.ensemble, self.model.configuration["patch_size_yx"],
+                              len(self.model.label_values), self.settings, self.device, progress, description)
+
+    # --- files --------------------------------------------------------------------------------------
+    def predict_case(self, image_files: Sequence[str | os.PathLike], output_file: str | os.PathLike,
+                     with_probabilities: bool = False, progress: bool = False) -> np.ndarray:
+        """Predict one case from its channel files and write it; returns the label map on the input grid."""
+        data, geometry = read_case_images(image_files)
+        data, properties = self.preprocess(data, geometry)
+        probabilities = self.predict_preprocessed(data, progress, description=Path(output_file).name)
+        return export_prediction(probabilities, properties, self.model.label_values, output_file,
+                                 self.model.file_ending, with_probabilities)
+
+    def predict_cases(self, cases: Sequence[InputCase], output_folder: str | os.PathLike,
+                      with_probabilities: bool = False, overwrite: bool = True, progress: bool = True
+                      ) -> FolderPredictionReport:
+        """Predict every case; one that cannot be read or preprocessed is reported and skipped."""
+        def predict_one(image_files: Sequence[Path], output_file: Path) -> None:
+            self.predict_case(image_files, output_file, with_probabilities, progress)
+
+        return predict_each_case(cases, output_folder, self.model.file_ending, predict_one, overwrite, progress)
+
+    def predict_folder(self, input_folder: str | os.PathLike, output_folder: str | os.PathLike,
+                       with_probabilities: bool = False, overwrite: bool = True, progress: bool = True
+                       ) -> FolderPredictionReport:
+        """Predict every case of ``input_folder`` into ``output_folder`` as ``{case}{file_ending}``."""
+        cases, listing_problems = list_input_cases(input_folder, self.model.num_input_channels)
+        report = self.predict_cases(cases, output_folder, with_probabilities, overwrite, progress)
+        report.problems = listing_problems + report.problems
+        return report

@@ -1,0 +1,107 @@
+"""Every setting of a training run, with the paper's values as defaults (METHOD.md §2-7).
+
+``cctr_train --set key=value`` overrides any field by name; unknown keys are refused with the list of
+known ones. A trainer class sets its own defaults (which modules are on, which network branch B is) and
+the user's ``--set`` values come on top.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass
+class TrainerConfig:
+    # run length and optimisation (METHOD.md §2)
+    num_iterations: int | None = None  # None: the plan's num_iterations
+    learning_rate_cnn: float = 5e-4  # CNN branches
+    learning_rate_transformer: float = 1e-4  # a transformer branch (Primus2D)
+    weight_decay: float = 5e-4  # AdamW
+    poly_power: float = 0.9
+    # loss weights
+    w_cps_max: float = 0.1  # w_cps(i) = w_cps_max * exp(-5 * (1 - i / i_total)^2)
+    w_cps_sharpness: float = 5.0
+    w_c: float = 1e-3  # supervised contrastive loss
+    w_rs: float = 1.0  # registration supervision loss (the paper gives no weight; decision: 1, constant)
+    # modules (ablation switches)
+    cps: bool = True  # cross pseudo supervision between the branches
+    rsl: bool = True  # registration supervision loss with registered labels
+    brs: bool = True  # best registration selection; off: the first labeled case (sorted) for every volume
+    scl: bool = True  # supervised contrastive loss
+    reps: bool = True  # registration-enhanced positives from the memory bank (needs scl)
+    two_branches: bool = True  # off: branch A alone (labeled-only baseline)
+    branch_b: str = "plan"  # "plan": the plan's branch B; "same_as_a": a second PlainConvUNet (CPS)
+    # supervised contrastive loss (METHOD.md §6)
+    tau: float = 0.1
+    anchor_threshold: float = 0.5
+    n_anchors: int = 1000
+    n_negatives: int = 500
+    projector_hidden: int = 256
+    projector_out: int = 128
+    # memory bank and REPS (METHOD.md §7)
+    bank_fraction: float = 0.2
+    bank_downsample: int = 4
+    reps_w1: float = 0.5  # class-mean positive
+    reps_w2: float = 0.5  # registered positive
+    reps_max_target_volumes: int | None = None
+    # uncertainty-aware mean teacher baseline (UAMT; Yu et al. 2019, as in SSL4MIS)
+    uamt_ema_decay: float = 0.99
+    uamt_passes: int = 8  # stochastic teacher passes for the uncertainty
+    uamt_noise_std: float = 0.1  # input noise, clipped to +-2 std
+    # registration used by RSL/BRS/REPS
+    registration_method: str = "affine"
+    # data
+    foreground_oversampling: float = 0.33
+    num_workers: int = 2
+    augment: bool = True
+    # bookkeeping
+    seed: int = 0
+    checkpoint_every_seconds: float = 300.0
+    log_every: int = 10
+    pseudo_label_quality_every: int = 100  # iterations between pseudo-label Dice reports (simulated datasets)
+    mixed_precision: bool = True  # used on CUDA only
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "TrainerConfig":
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def parse_set_arguments(pairs: list[str]) -> dict[str, Any]:
+    """``["w_rs=0.5", "scl=false"]`` -> typed overrides; unknown keys or bad values raise ValueError."""
+    types = {f.name: f.type for f in fields(TrainerConfig)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        key, text = (s.strip() for s in pair.split("=", 1))
+        if key not in types:
+            raise ValueError(f"unknown setting {key!r}; known settings: {', '.join(sorted(types))}")
+        out[key] = _parse_value(key, text, str(types[key]))
+    return out
+
+
+def _parse_value(key: str, text: str, type_name: str) -> Any:
+    lowered = text.lower()
+    if "None" in type_name and lowered in ("none", "null"):
+        return None
+    try:
+        if type_name.startswith("bool"):
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if type_name.startswith("int"):
+            return int(text)
+        if type_name.startswith("float"):
+            return float(text)
+        return text
+    except ValueError:
+        raise ValueError(f"setting {key} expects {type_name}, got {text!r}") from None

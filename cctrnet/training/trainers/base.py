@@ -1,0 +1,252 @@
+"""The training loop shared by every trainer: set-up, optimisation, checkpoints, logs and resume.
+
+A trainer class differs from another only in its default settings and, where the method needs it, in
+``compute_losses`` (the loss terms of one step); everything else lives here once.
+"""
+from __future__ import annotations
+
+import signal
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from cctrnet.networks.branch import SegmentationBranch
+from cctrnet.training.checkpoint import global_random_state, load_checkpoint, restore_global_random_state, save_checkpoint
+from cctrnet.training.config import TrainerConfig
+from cctrnet.training.progress_log import ProgressLog
+from cctrnet.training.run_setup import RunSetup
+from cctrnet.training.schedules import poly_learning_rate
+from cctrnet.utilities.file_io import save_json
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training; a checkpoint was saved before this was raised."""
+
+
+class BaseTrainer:
+    """Loop, optimisers, checkpoints and logging; subclasses define the losses of a step."""
+
+    name = "BaseTrainer"
+    description = ""
+    config_defaults: dict[str, Any] = {}
+
+    def __init__(self, setup: RunSetup, config: TrainerConfig, device: torch.device, output_folder: Path):
+        self.setup = setup
+        self.config = config
+        self.device = torch.device(device)
+        self.output_folder = Path(output_folder)
+        self.output_folder.mkdir(parents=True, exist_ok=True)
+        self.num_iterations = int(config.num_iterations or setup.configuration["num_iterations"])
+        self.iteration = 0
+        self.use_amp = bool(config.mixed_precision and self.device.type == "cuda")
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed % 2**32)
+        self.architectures = self.branch_architectures()
+        self.branches = nn.ModuleDict({
+            name: SegmentationBranch(arch, setup.num_input_channels, setup.num_classes)
+            for name, arch in self.architectures.items()}).to(self.device)
+        self.extra_modules = nn.ModuleDict(self.build_extra_modules()).to(self.device)
+        self.optimizers = {name: torch.optim.AdamW(self.parameters_of(name), lr=self.initial_lr(name),
+                                                   weight_decay=config.weight_decay)
+                           for name in self.branches}
+        self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.log = ProgressLog(self.output_folder)
+        self.loader = None  # built lazily in run(): workers start only when training starts
+        self.data_wait_seconds = 0.0
+        self.step_seconds = 0.0
+
+    # --- what subclasses choose ----------------------------------------------------------------
+    def branch_architectures(self) -> dict[str, dict[str, Any]]:
+        """Architecture entries of the branches, by name (``branch_a`` and, for co-training, ``branch_b``)."""
+        configuration = self.setup.configuration
+        if not self.config.two_branches:
+            return {"branch_a": configuration["branch_a"]}
+        branch_b = configuration["branch_a"] if self.config.branch_b == "same_as_a" else configuration["branch_b"]
+        return {"branch_a": configuration["branch_a"], "branch_b": branch_b}
+
+    def build_extra_modules(self) -> dict[str, nn.Module]:
+        """Trainable modules beside the branches (projectors, ...), named ``<branch>_<what>``."""
+        return {}
+
+    def parameters_of(self, branch_name: str) -> list[nn.Parameter]:
+        params = list(self.branches[branch_name].parameters())
+        for name, module in self.extra_modules.items():
+            if name.startswith(branch_name + "_"):
+                params += list(module.parameters())
+        return params
+
+    def initial_lr(self, branch_name: str) -> float:
+        transformer = self.architectures[branch_name]["network_class"] == "Primus2D"
+        return self.config.learning_rate_transformer if transformer else self.config.learning_rate_cnn
+
+    def compute_losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """(total loss to minimise, scalars to log) for one batch."""
+        raise NotImplementedError
+
+    def build_loader(self):
+        from cctrnet.training.data_access import build_training_loader
+
+        return build_training_loader(self)
+
+    def on_step_end(self, batch: dict[str, Any]) -> None:
+        """Hook after the optimiser step (memory bank insertion, teacher updates, ...)."""
+
+    # --- the loop --------------------------------------------------------------------------------
+    def run(self, progress: bool = True) -> Path:
+        """Train from the current iteration to the end; returns the final checkpoint's path."""
+        self.write_run_files()
+        if self.loader is None:
+            self.loader = self.build_loader()
+        self.log.write_line(f"{self.name}: iterations {self.iteration}..{self.num_iterations} on {self.device}, "
+                            f"{len(self.setup.labeled_cases)} labeled and {len(self.setup.unlabeled_cases)} unlabeled cases")
+        last_save = time.monotonic()
+        interrupted = False
+
+        def on_interrupt(_signum, _frame):
+            nonlocal interrupted
+            interrupted = True
+
+        previous_handler = signal.signal(signal.SIGINT, on_interrupt) if _in_main_thread() else None
+        bar = tqdm(total=self.num_iterations, initial=self.iteration, disable=not progress, unit="it",
+                   desc=self.name, dynamic_ncols=True)
+        try:
+            while self.iteration < self.num_iterations and not interrupted:
+                scalars = self.train_one_iteration()
+                bar.update(1)
+                if self.iteration % self.config.log_every == 0 or self.iteration == self.num_iterations:
+                    bar.set_postfix(loss=f"{scalars['loss_total']:.3f}", wait=f"{self.data_wait_share():.0%}")
+                    self.log.write_line(f"it {self.iteration}: " + ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
+                if time.monotonic() - last_save > self.config.checkpoint_every_seconds:
+                    self.save(self.output_folder / "checkpoint_latest.pth")
+                    self.log.plot()
+                    last_save = time.monotonic()
+        finally:
+            bar.close()
+            self.loader.close()
+            self.loader = None
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+        if interrupted:
+            self.save(self.output_folder / "checkpoint_latest.pth")
+            self.log.write_line(f"interrupted at iteration {self.iteration}; checkpoint_latest.pth saved")
+            raise TrainingInterrupted(f"stopped at iteration {self.iteration}; resume with --c")
+        final = self.output_folder / "checkpoint_final.pth"
+        self.save(final)
+        self.save(self.output_folder / "checkpoint_latest.pth")
+        self.log.plot()
+        self.log.write_line(f"finished: {self.num_iterations} iterations; data wait {self.data_wait_share():.1%} "
+                            f"of the time")
+        return final
+
+    def train_one_iteration(self) -> dict[str, float]:
+        for name, optimizer in self.optimizers.items():
+            lr = poly_learning_rate(self.iteration, self.num_iterations, self.initial_lr(name), self.config.poly_power)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        start = time.perf_counter()
+        batch = self.loader.next_batch()
+        after_data = time.perf_counter()
+        self.data_wait_seconds += after_data - start
+        batch = _to_device(batch, self.device)
+        self.branches.train()
+        self.extra_modules.train()
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext()
+        with autocast:
+            total, scalars = self.compute_losses(batch)
+        self.grad_scaler.scale(total).backward()
+        for optimizer in self.optimizers.values():
+            self.grad_scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_([p for m in (self.branches, self.extra_modules) for p in m.parameters()], 12.0)
+        for optimizer in self.optimizers.values():
+            self.grad_scaler.step(optimizer)
+        self.grad_scaler.update()
+        self.on_step_end(batch)
+        self.iteration += 1
+        self.step_seconds += time.perf_counter() - start
+        scalars = {"loss_total": float(total.detach()), **scalars}
+        scalars.update({f"lr_{name}": o.param_groups[0]["lr"] for name, o in self.optimizers.items()})
+        self.log.record(self.iteration, scalars)
+        return scalars
+
+    def data_wait_share(self) -> float:
+        return self.data_wait_seconds / self.step_seconds if self.step_seconds > 0 else 0.0
+
+    # --- files -----------------------------------------------------------------------------------
+    def write_run_files(self) -> None:
+        save_json({"trainer": self.name, "settings": self.config.to_dict(), "num_iterations": self.num_iterations,
+                   "device": str(self.device), "branches": list(self.branches),
+                   "architectures": self.architectures, "dataset_name": self.setup.dataset_name},
+                  self.output_folder / "config.json")
+        save_json(self.setup.plans, self.output_folder / "plans.json")
+        save_json(self.setup.dataset_json, self.output_folder / "dataset.json")
+        save_json({"labeled": self.setup.labeled_cases, "unlabeled": self.setup.unlabeled_cases,
+                   "hidden_labels": self.setup.hidden_label_cases,
+                   "rule": "cctrnet.dataset.labeled_selection.select_labeled_cases", "seed": self.config.seed},
+                  self.output_folder / "labeled_cases.json")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "trainer": self.name,
+            "iteration": self.iteration,
+            "network_weights": {name: b.state_dict() for name, b in self.branches.items()},
+            "extra_modules": self.extra_modules.state_dict(),
+            "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()},
+            "grad_scaler": self.grad_scaler.state_dict(),
+            "random_state": global_random_state(),
+            "log": self.log.state_dict(),
+            "timing": {"data_wait_seconds": self.data_wait_seconds, "step_seconds": self.step_seconds},
+            "labeled_cases": list(self.setup.labeled_cases),
+            "extra_state": self.extra_state_dict(),
+        }
+
+    def extra_state_dict(self) -> dict[str, Any]:
+        """State of subclasses' own objects (generators, memory banks, ...)."""
+        return {}
+
+    def load_extra_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(self.state_dict(), path)
+
+    def load(self, path: Path) -> None:
+        state = load_checkpoint(path, self.device)
+        if state["trainer"] != self.name:
+            raise ValueError(f"{path} was written by {state['trainer']}, not {self.name}")
+        if list(state["labeled_cases"]) != list(self.setup.labeled_cases):
+            raise ValueError(f"{path} was trained with labeled cases {state['labeled_cases']}, "
+                             f"this run has {self.setup.labeled_cases}")
+        self.iteration = int(state["iteration"])
+        for name, branch in self.branches.items():
+            branch.load_state_dict(state["network_weights"][name])
+        self.extra_modules.load_state_dict(state["extra_modules"])
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        self.grad_scaler.load_state_dict(state["grad_scaler"])
+        self.log.load_state_dict(state["log"])
+        self.data_wait_seconds = state["timing"]["data_wait_seconds"]
+        self.step_seconds = state["timing"]["step_seconds"]
+        self.load_extra_state_dict(state["extra_state"])
+        restore_global_random_state(state["random_state"])
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

@@ -1,0 +1,115 @@
+"""Trainers on a tiny phantom: each lowers its loss, resume is exact, the model folder is complete."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from cctrnet.planning.planner import DeviceSettings, PlannerSettings
+from cctrnet.training.trainers.registry import trainer_names
+
+SMALL_CPU_PLAN = PlannerSettings(cpu=DeviceSettings(8, 32, 4, 4, 20, (1, 1, 1, 1, 1, 1, 1)), min_patch_size=48)
+FAST = {"num_workers": 0, "n_anchors": 50, "n_negatives": 50, "log_every": 1, "learning_rate_cnn": 2e-3,
+        "learning_rate_transformer": 1e-3}
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """A preprocessed and registered tiny phantom (6 training cases), shared by the tests of this module."""
+    from dataset_conversion.phantom import generate_phantom_dataset
+    from dataset_conversion.phantom_config import PhantomConfig
+    from cctrnet.preprocessing.pipeline import plan_and_preprocess_dataset
+
+    root = tmp_path_factory.mktemp("training")
+    env = {"cctr_raw": root / "raw", "cctr_preprocessed": root / "pre", "cctr_results": root / "res"}
+    monkeypatch = pytest.MonkeyPatch()
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(value))
+    generate_phantom_dataset(env["cctr_raw"], dataset_id=7, name="TinyTrain", num_training=6, num_test=1, seed=3,
+                             config=PhantomConfig.tiny())
+    plan_and_preprocess_dataset("7", settings=SMALL_CPU_PLAN, device_name="cpu", progress=False)
+    yield env
+    monkeypatch.undo()
+
+
+def _trainer(name, iterations, folder, **overrides):
+    from cctrnet.training.train_run import make_trainer
+
+    return make_trainer("7", name, num_labeled=2, seed=0, iterations=iterations, device_name="cpu",
+                        overrides={**FAST, **overrides}, output_folder=folder)
+
+
+def _supervised_loss(trainer, batch):
+    from cctrnet.training.losses.dice_ce import dice_ce_loss
+
+    with torch.no_grad():
+        trainer.branches.eval()
+        return float(dice_ce_loss(trainer.branches["branch_a"](batch["labeled"]["image"]).logits, batch["labeled"]["target"]))
+
+
+@pytest.mark.parametrize("name", trainer_names())
+def test_short_run_lowers_the_loss_and_writes_the_model_folder(tiny_dataset, tmp_path, name):
+    torch.manual_seed(0)
+    trainer = _trainer(name, 12, tmp_path / name)
+    loader = trainer.build_loader()
+    fixed_batch = loader.next_batch()
+    loader.close()
+    before = _supervised_loss(trainer, fixed_batch)
+    trainer.run(progress=False)
+    after = _supervised_loss(trainer, fixed_batch)
+    assert after < before, (before, after)
+    for file in ("config.json", "plans.json", "dataset.json", "labeled_cases.json", "checkpoint_final.pth",
+                 "checkpoint_latest.pth", "training_log.txt", "progress.png"):
+        assert (tmp_path / name / file).exists(), file
+    history = trainer.log.history
+    assert len(history["loss_total"]) == 12 and all(v == v for _, v in history["loss_total"])
+
+
+def test_resume_continues_exactly(tiny_dataset, tmp_path, monkeypatch):
+    # bitwise equality needs deterministic kernels: multi-threaded CPU reductions may order sums differently
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    straight = _trainer("CCTRTrainer", 6, tmp_path / "straight")
+    straight.loader = straight.build_loader()
+    for _ in range(6):
+        straight.train_one_iteration()
+
+    first = _trainer("CCTRTrainer", 6, tmp_path / "resumed")
+    first.loader = first.build_loader()
+    for _ in range(3):
+        first.train_one_iteration()
+    first.save(tmp_path / "resumed" / "checkpoint_latest.pth")
+    first.loader.close()
+
+    resumed = _trainer("CCTRTrainer", 6, tmp_path / "resumed")
+    resumed.load(tmp_path / "resumed" / "checkpoint_latest.pth")
+    assert resumed.iteration == 3
+    resumed.loader = resumed.build_loader()
+    for _ in range(3):
+        resumed.train_one_iteration()
+    for key, value in straight.branches.state_dict().items():
+        assert torch.equal(value, resumed.branches.state_dict()[key]), key
+    assert straight.log.history["loss_total"] == resumed.log.history["loss_total"]
+    straight.loader.close()
+    resumed.loader.close()
+    monkeypatch.undo()
+    torch.set_num_threads(threads)
+
+
+def test_labeled_cases_are_recorded_and_hidden_truth_is_reported(tiny_dataset, tmp_path):
+    from cctrnet.utilities.file_io import load_json
+
+    trainer = _trainer("CCTRTrainer", 2, tmp_path / "run")
+    trainer.run(progress=False)
+    chosen = load_json(tmp_path / "run" / "labeled_cases.json")
+    assert len(chosen["labeled"]) == 2 and set(chosen["labeled"]).isdisjoint(chosen["unlabeled"])
+    assert set(chosen["hidden_labels"]) == set(chosen["unlabeled"])  # every phantom case has a label
+    assert any(key.startswith("dice_pseudo") for key in trainer.log.history)
+
+
+def test_cross_teaching_refuses_a_run_without_unlabeled_cases(tiny_dataset, tmp_path):
+    from cctrnet.training.train_run import TrainingRunError, make_trainer
+
+    with pytest.raises((TrainingRunError, ValueError), match="unlabeled"):
+        make_trainer("7", "CTSTrainer", num_labeled=None, device_name="cpu", overrides=FAST,
+                     output_folder=tmp_path / "x")
