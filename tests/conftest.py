@@ -16,6 +16,17 @@ from cctrnet.dataset.image_io import write_image  # noqa: E402
 OBLIQUE_DIRECTION = tuple(np.array([[0.8660254, -0.5, 0.0], [0.4330127, 0.75, -0.5], [0.25, 0.4330127, 0.8660254]]).ravel())
 
 
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """Tiny tensors gain nothing from threads, and on a busy machine thread hand-offs dominate."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def cctr_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     """cctr_raw, cctr_preprocessed and cctr_results pointing into the test's temporary folder."""

@@ -30,13 +30,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 SMOOTH = DiceSettings().smooth
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine thread hand-offs dominate."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def logits_from_probabilities(probabilities: list[list[float]]) -> torch.Tensor:

@@ -8,13 +8,7 @@ from cctrnet.training.memory_bank import FeatureMemoryBank, MemoryBankSettings, 
 EXACT = MemoryBankSettings(downsample_factor=1, storage_dtype="float32")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine thread hand-offs dominate."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def grid_coords(z: float, h: int, w: int, offset_y: float = 0.0, offset_x: float = 0.0) -> torch.Tensor:

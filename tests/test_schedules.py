@@ -12,13 +12,7 @@ from cctrnet.training.schedules import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine thread hand-offs dominate."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_cps_weight_follows_gaussian_warmup():

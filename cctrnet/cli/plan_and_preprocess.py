@@ -25,6 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--branch-b", choices=("auto", "Primus2D", "ResidualEncoderUNet"), default="auto",
                         help="network family of branch B (default: auto, see documentation/planning.md)")
     parser.add_argument("--plan-only", action="store_true", help="write fingerprint and plan, do not preprocess")
+    parser.add_argument("--registration", choices=("affine", "affine_bspline", "none"), default="affine",
+                        help="registrations between training volumes computed after preprocessing (default: affine)")
+    parser.add_argument("--registration-engine", choices=("torch", "simpleitk"), default="torch",
+                        help="torch: batched, CPU or GPU; simpleitk: the reference engine (default: %(default)s)")
+    parser.add_argument("--dask-scheduler", default=None, metavar="tcp://host:port",
+                        help="run the registration pairs on an existing Dask cluster")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -41,9 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     for identifier in args.dataset:
         start = time.perf_counter()
         try:
-            plan_and_preprocess_dataset(identifier, settings=settings, device_name=args.device,
-                                        num_processes=args.num_processes, preprocess=not args.plan_only,
-                                        progress=not args.no_progress)
+            folder = plan_and_preprocess_dataset(identifier, settings=settings, device_name=args.device,
+                                                 num_processes=args.num_processes, preprocess=not args.plan_only,
+                                                 progress=not args.no_progress)
+            if not args.plan_only and args.registration != "none":
+                from cctrnet.registration.stage import run_registration_stage
+
+                engine = args.registration_engine
+                if engine == "torch" and args.registration == "affine_bspline":
+                    engine = "simpleitk"  # the batched engine is affine only
+                print(f"[{folder.name}] registering training volumes ({args.registration}, {engine} engine)")
+                run_registration_stage(folder, None, method=args.registration, engine=engine,
+                                       num_processes=args.num_processes, dask_scheduler=args.dask_scheduler)
         except PipelineError as error:
             print(f"\nerror: {error}", file=sys.stderr)
             failed.append(identifier)

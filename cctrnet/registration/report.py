@@ -2,8 +2,9 @@
 
 Written to ``registration/<configuration>/``; covers every method stored there (so affine and
 affine + B-spline appear side by side once both were run): per pair the metric, time and status, the
-failures, and, for unlabeled cases that have a ground-truth label, the Dice of the BRS-selected
-registered label against it (the "registration only" baseline on training data).
+failures, and, for every case that has a ground-truth label, the Dice of the BRS-selected registered
+label against it (the "registration only" baseline on training data); a case that is itself a labeled
+candidate is scored leave-one-out, with BRS choosing among the other labeled cases.
 """
 from __future__ import annotations
 
@@ -35,14 +36,15 @@ def method_report(data_folder: Path, store: PairStore, labeled: Sequence[str], s
     scores = brs.load_scores(store)
     dice_selected: dict[str, dict[str, Any]] = {}
     for unlabeled in sorted(scores):
-        if unlabeled in labeled:
-            continue
+        # a labeled case is scored leave-one-out: BRS chooses among the other labeled cases
+        candidates = [q for q in labeled if q != unlabeled]
         truth, _ = load_label(data_folder, unlabeled)
-        chosen = brs.select_labeled(scores, unlabeled, labeled, settings)
+        chosen = brs.select_labeled(scores, unlabeled, candidates, settings) if candidates else None
         if truth is None or chosen is None:
             continue
         warped = brs.registered_label(data_folder, store, unlabeled, chosen)
-        dice_selected[unlabeled] = {"labeled": chosen, "dice": label_dice(warped, truth)}
+        dice_selected[unlabeled] = {"labeled": chosen, "dice": label_dice(warped, truth),
+                                    "leave_one_out": unlabeled in labeled}
     dices = [v["dice"] for v in dice_selected.values()]
     return {
         "num_pairs": len(results),

@@ -51,6 +51,7 @@ class TrainerConfig:
     uamt_noise_std: float = 0.1  # input noise, clipped to +-2 std
     # registration used by RSL/BRS/REPS
     registration_method: str = "affine"
+    registration_engine: str = "torch"  # engine for pairs still missing when training starts
     # data
     foreground_oversampling: float = 0.33
     num_workers: int = 2
