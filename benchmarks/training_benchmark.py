@@ -62,11 +62,11 @@ def parse_variant(spec: str) -> Variant:
     from cctrnet.training.config import parse_set_arguments
     from cctrnet.training.trainers.registry import get_trainer_class
 
-    label, _, rest = spec.rpartition("=") if "=" in spec.split(":", 1)[0] else ("", "", spec)
-    trainer_name, _, settings = rest.partition(":")
+    head, _, settings = spec.partition(":")
+    label, _, trainer_name = head.rpartition("=")
     get_trainer_class(trainer_name)  # refuses an unknown name with the list of known ones
     overrides = parse_set_arguments([s for s in settings.split(",") if s]) if settings else {}
-    return Variant(label or rest, trainer_name, overrides)
+    return Variant(label or spec, trainer_name, overrides)
 
 
 def in_process_variant(variant: Variant) -> Variant:

@@ -13,6 +13,7 @@ element-wise, so the pairs of a batch do not influence each other.
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -53,11 +54,10 @@ def register_batch_torch(
     radius_mm = torch.tensor([_radius_mm(p.fixed_geometry) for p in pairs], device=device, dtype=torch.float32)[:, None]
     linear = torch.zeros(count, 3, 3, device=device, requires_grad=True)
     shift_in_radii = torch.zeros(count, 3, device=device, requires_grad=True)
-    generator = np.random.default_rng(settings.sampling_seed)
     initial_loss = final_loss = None
     iterations = 0
     for level, level_iterations in zip(settings.pyramid_levels, settings.torch_iterations_per_level):
-        batch = _level_batch(pairs, level, settings, generator, device)
+        batch = _level_batch(pairs, level, settings, device)
         optimizer = _Adam([linear, shift_in_radii], settings.torch_learning_rate)
         for _ in range(level_iterations):
             loss = _loss_per_pair(batch, linear, shift_in_radii, centre_f, centre_m, radius_mm)
@@ -145,9 +145,14 @@ class _LevelBatch:
     weights: torch.Tensor  # (B, P): 1 for a real sample, 0 for padding
 
 
+def _pair_generator(pair: PairVolumes, level: int, settings: RegistrationSettings) -> np.random.Generator:
+    """Sampling of one pair at one level, independent of which other pairs share its batch or process."""
+    names = [zlib.crc32(pair.moving_name.encode()), zlib.crc32(pair.fixed_name.encode())]
+    return np.random.default_rng([settings.sampling_seed, level, *names])
+
+
 def _level_batch(
-    pairs: Sequence[PairVolumes], level: int, settings: RegistrationSettings, generator: np.random.Generator,
-    device: torch.device,
+    pairs: Sequence[PairVolumes], level: int, settings: RegistrationSettings, device: torch.device,
 ) -> _LevelBatch:
     moving_arrays, to_normalised, upper, points, values = [], [], [], [], []
     shrunk_moving = []
@@ -171,7 +176,8 @@ def _level_batch(
         factors_f = shrink_factors_zyx(pair.fixed_geometry, level, settings.min_voxels_per_axis)
         fixed = block_average(pair.fixed_zyx, factors_f).reshape(-1)
         fixed_geometry = shrunk_geometry(pair.fixed_geometry, factors_f)
-        chosen = generator.choice(fixed.size, size=min(fixed.size, settings.torch_points_per_pair), replace=False)
+        sampler = _pair_generator(pair, level, settings)
+        chosen = sampler.choice(fixed.size, size=min(fixed.size, settings.torch_points_per_pair), replace=False)
         index_zyx = np.stack(np.unravel_index(chosen, fixed_geometry.shape_zyx), axis=-1)
         points.append(fixed_geometry.index_zyx_to_physical_xyz(index_zyx) - _centre_xyz(pair.fixed_geometry))
         values.append(fixed[chosen])
