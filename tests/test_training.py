@@ -113,3 +113,14 @@ def test_cross_teaching_refuses_a_run_without_unlabeled_cases(tiny_dataset, tmp_
     with pytest.raises((TrainingRunError, ValueError), match="unlabeled"):
         make_trainer("7", "CTSTrainer", num_labeled=None, device_name="cpu", overrides=FAST,
                      output_folder=tmp_path / "x")
+
+
+def test_val_predicts_and_evaluates_the_test_cases(tiny_dataset, tmp_path):
+    from cctrnet.training.train_run import train
+    from cctrnet.utilities.file_io import load_json
+
+    folder = train("7", "LabeledOnlyTrainer", num_labeled=2, iterations=2, device_name="cpu",
+                   overrides=FAST, progress=False, validate=True)
+    summary = load_json(folder / "validation" / "summary.json")
+    assert summary["mean"]["dice_percent"] == summary["mean"]["dice_percent"]  # a number, not NaN
+    assert len(list((folder / "validation").glob("*.nii.gz"))) == 1  # the one test case

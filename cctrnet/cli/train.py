@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_argument(parser, "where to train")
     parser.add_argument("--c", "--continue", dest="resume", action="store_true",
                         help="resume from checkpoint_latest.pth of the same run")
+    parser.add_argument("--val", action="store_true",
+                        help="after training, predict imagesTs and evaluate against labelsTs "
+                             "(model folder/validation/summary.json)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override trainer settings")
     parser.add_argument("--list-settings", action="store_true", help="print every setting with its default and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train(args.dataset, trainer_name=args.trainer, num_labeled=args.labeled, labeled_cases=args.labeled_cases,
               seed=args.seed, iterations=args.iterations, device_name=args.device, resume=args.resume,
-              overrides=overrides, progress=not args.no_progress)
+              overrides=overrides, progress=not args.no_progress, validate=args.val)
     except TrainingRunError as error:
         return fail(str(error))
     except KeyboardInterrupt:

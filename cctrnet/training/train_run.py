@@ -39,8 +39,8 @@ def make_trainer(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: i
 def train(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: int | None = None,
           labeled_cases: Sequence[str] | None = None, seed: int = 0, iterations: int | None = None,
           device_name: str = "auto", resume: bool = False, overrides: dict[str, Any] | None = None,
-          progress: bool = True) -> Path:
-    """Train (or resume) a run; returns its model folder."""
+          progress: bool = True, validate: bool = False) -> Path:
+    """Train (or resume) a run, then optionally validate on the test images; returns its model folder."""
     trainer = make_trainer(dataset, trainer_name, num_labeled, labeled_cases, seed, iterations, device_name, overrides)
     latest = trainer.output_folder / "checkpoint_latest.pth"
     if resume:
@@ -53,6 +53,19 @@ def train(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: int | No
     print(f"training {trainer.name} on {trainer.setup.dataset_name}: {len(trainer.setup.labeled_cases)} labeled, "
           f"{len(trainer.setup.unlabeled_cases)} unlabeled cases, {trainer.num_iterations} iterations on "
           f"{trainer.device}; writing to {trainer.output_folder}")
+    if validate:  # fail before training, not after, when the test data is missing
+        _check_validation_data(trainer.setup.dataset_name)
     trainer.run(progress=progress)
     print(f"finished; data loading took {trainer.data_wait_share():.1%} of the time; model in {trainer.output_folder}")
+    if validate:
+        from cctrnet.training.validation import validate_model
+
+        validate_model(trainer.output_folder, trainer.setup.dataset_name, device_name, progress)
     return trainer.output_folder
+
+
+def _check_validation_data(dataset_name: str) -> None:
+    raw = paths.raw_folder() / dataset_name
+    missing = [str(raw / sub) for sub in ("imagesTs", "labelsTs") if not (raw / sub).is_dir()]
+    if missing:
+        raise TrainingRunError(f"--val needs {' and '.join(missing)}")
