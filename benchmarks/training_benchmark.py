@@ -372,7 +372,13 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    import signal
+
+    from cctrnet.utilities.file_io import save_json
+
     args = parse_arguments(argv)
+    # on SIGTERM unwind normally, so the data loaders' worker processes are stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     variants = [parse_variant(s) for s in args.variants] if args.variants else list(MAIN_VARIANTS)
     if not args.variants and not args.no_breakdown:
         variants[2:2] = BREAKDOWN_VARIANTS
@@ -404,11 +410,13 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"{configuration['branch_a']['network_class']} + {configuration['branch_b']['network_class']}; "
           f"threads {args.threads}; {args.iterations} iterations x {len(variants)} variants")
     dataset = str(DATASET_ID)
+    out = RESULTS_FOLDER / f"training_benchmark_{datetime.datetime.now().strftime('%Y%m%d_%H%M%S')}.json"
     for threads in [] if args.profile_only else args.threads:
         summary = measure(variants, threads, args, dataset, runs_folder)
         results["by_threads"][str(threads)] = {
             "variants": summary, "overhead_over_cts_percent": overheads(summary),
             "cpu_overhead_over_cts_percent": overheads(summary, key="median_main_cpu_seconds")}
+        save_json(results, out)  # what is measured so far survives an interrupted run
 
     to_profile = set(args.profile or [])
     if args.profile is None and not args.no_auto_profile:
@@ -423,10 +431,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     results["machine"]["load_average_1_5_15min_at_end"] = list(os.getloadavg())
     print_tables(results)
-    from cctrnet.utilities.file_io import save_json
-
-    stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
-    out = RESULTS_FOLDER / f"training_benchmark_{stamp}.json"
     save_json(results, out)
     print(f"\nwritten: {out}")
 

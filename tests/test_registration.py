@@ -224,13 +224,13 @@ def test_killed_run_resumes_without_recomputing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "compute_pair_job", dying_job)
     with pytest.raises(KeyboardInterrupt):
-        run_registration_stage(dataset, ["c0"], settings=FAST)
+        run_registration_stage(dataset, ["c0"], engine="simpleitk", settings=FAST)
     store = PairStore(registration_folder(dataset, "2d", "affine"))
     finished = {(r.moving, r.fixed): store.record_path(r.moving, r.fixed).stat().st_mtime_ns for r in store.all_results()}
     assert set(finished) == set(calls)
     calls.clear()
     monkeypatch.setattr(runner, "compute_pair_job", lambda *a: (calls.append(a[1:3]), real_job(*a))[1])
-    summary = run_registration_stage(dataset, ["c0"], settings=FAST, write_report=False)
+    summary = run_registration_stage(dataset, ["c0"], engine="simpleitk", settings=FAST, write_report=False)
     assert summary.num_reused == 3 and not set(calls) & set(finished)
     assert all(store.record_path(*pair).stat().st_mtime_ns == t for pair, t in finished.items())
 

@@ -53,11 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.plan_only and args.registration != "none":
                 from cctrnet.registration.stage import run_registration_stage
 
-                engine = args.registration_engine
-                if engine == "torch" and args.registration == "affine_bspline":
-                    engine = "simpleitk"  # the batched engine is affine only
-                print(f"[{folder.name}] registering training volumes ({args.registration}, {engine} engine)")
-                run_registration_stage(folder, None, method=args.registration, engine=engine,
+                print(f"[{folder.name}] registering training volumes ({args.registration})")
+                run_registration_stage(folder, None, method=args.registration, engine=args.registration_engine,
                                        num_processes=args.num_processes, dask_scheduler=args.dask_scheduler)
         except PipelineError as error:
             print(f"\nerror: {error}", file=sys.stderr)

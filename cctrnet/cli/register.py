@@ -18,9 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-d", "--dataset", required=True, help="dataset id (1, 001) or folder name (Dataset001_Name)")
     parser.add_argument("--registration", default="affine", choices=["affine", "affine_bspline", "none"],
                         help="transform model (default: affine)")
-    parser.add_argument("--registration-engine", default="simpleitk", choices=["simpleitk", "torch"],
+    parser.add_argument("--registration-engine", default="torch", choices=["simpleitk", "torch"],
                         help="simpleitk: reference, one pair per process; torch: batched affine on CPU or GPU "
-                        "(default: simpleitk)")
+                        "(default: torch; affine_bspline always uses simpleitk)")
     parser.add_argument("-np", "--num-processes", type=int, default=1, help="parallel pair jobs on this machine (default: 1)")
     parser.add_argument("--dask-scheduler", default=None, metavar="tcp://host:port",
                         help="submit the pair jobs to this running Dask scheduler (workers must see the preprocessed folder)")

@@ -64,6 +64,9 @@ def run_registration_stage(
 
     check_method(method)
     check_engine(engine)
+    if method == "affine_bspline" and engine == "torch":
+        print("[cctrnet] the torch engine registers affine only; using simpleitk for affine_bspline", file=sys.stderr)
+        engine = "simpleitk"
     settings = settings or RegistrationSettings()
     start = time.perf_counter()
     if method == "none":

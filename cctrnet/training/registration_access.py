@@ -14,9 +14,8 @@ from cctrnet.registration.training_access import TrainingRegistration, load_trai
 def load_run_registration(trainer) -> TrainingRegistration:
     setup, config = trainer.setup, trainer.config
     configuration = setup.configuration["data_identifier"]
-    engine = config.registration_engine if config.registration_method == "affine" else "simpleitk"
     run_registration_stage(setup.preprocessed_dataset_folder, setup.labeled_cases, method=config.registration_method,
-                           engine=engine, configuration=configuration, write_report=False)
+                           engine=config.registration_engine, configuration=configuration, write_report=False)
     registration = load_training_registration(setup.preprocessed_dataset_folder, setup.labeled_cases,
                                               config.registration_method, configuration)
     if not config.brs:
