@@ -23,10 +23,12 @@ setup(
     extras_require={
         "dask": ["dask[distributed]>=2024.1"],
         "test": ["pytest>=7", "dask[distributed]>=2024.1"],
+        "reproduce": ["nilearn>=0.10"],
     },
     entry_points={
         "console_scripts": [
             "cctr_generate_phantom=dataset_conversion.phantom:main",
+            "cctr_generate_brain=dataset_conversion.brain_phantom:main",
             "cctr_convert_acdc=dataset_conversion.acdc:main",
             "cctr_convert_synapse=dataset_conversion.synapse:main",
             "cctr_plan_and_preprocess=cctrnet.cli.plan_and_preprocess:main",

@@ -7,19 +7,18 @@ documentation/phantom.md for what varies between subjects and by how much.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from cctrnet.dataset.geometry import Geometry
+from dataset_conversion.generated_dataset import (ALLOWED_FILE_ENDINGS, GeneratedDatasetSpec, case_seed,
+                                                 write_generated_dataset)
 from dataset_conversion.phantom_config import PhantomConfig
 
 LABELS = {"background": 0, "RV": 1, "MYO": 2, "LV": 3}
 CHANNEL_NAMES = {"0": "MRI"}
-ALLOWED_FILE_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd")
 CASE_PREFIX = "phantom"
 DESCRIPTION = ("Synthetic cardiac short-axis MRI phantom (cctrnet). Labels: RV cavity, LV myocardium, LV cavity; "
                "torso, lungs, liver, spine, aorta, atria, fat and RV free wall are present but unlabeled.")
@@ -52,12 +51,6 @@ def generate_phantom_subject(seed: int, config: PhantomConfig | None = None) -> 
     return image, label, geometry
 
 
-def case_seed(dataset_seed: int, case_index: int) -> int:
-    """Seed of case ``case_index`` of a dataset generated with ``dataset_seed`` (independent streams)."""
-    state = np.random.SeedSequence(int(dataset_seed), spawn_key=(int(case_index),)).generate_state(1, dtype=np.uint32)
-    return int(state[0])
-
-
 def case_id(case_index: int) -> str:
     return f"{CASE_PREFIX}_{case_index:03d}"
 
@@ -78,76 +71,17 @@ def generate_phantom_dataset(
     """Write ``raw_root/DatasetXXX_Name`` and return its path.
 
     Training cases are ``phantom_000`` .. ``phantom_{num_training-1}``; the last ``num_unlabeled`` of them
-    get no label file. Test cases continue the numbering and have labels in ``labelsTs``. The dataset is
-    written into a hidden sibling folder and renamed at the end, so an interrupted run leaves no
-    dataset folder that looks complete.
+    get no label file. Test cases continue the numbering and have labels in ``labelsTs``. Written to a
+    hidden sibling folder and renamed at the end (see ``dataset_conversion.generated_dataset``).
     """
-    from tqdm import tqdm
-
-    from cctrnet.dataset.dataset_json import write_dataset_json
-    from cctrnet.dataset.image_io import write_image
-    from cctrnet.dataset.raw_dataset import available_datasets, dataset_folder_name
-
-    _check_dataset_arguments(dataset_id, name, num_training, num_test, num_unlabeled, file_ending)
     config = config or PhantomConfig()
-    raw_root = Path(raw_root)
-    final_folder = raw_root / dataset_folder_name(dataset_id, name)
-    if final_folder.exists() and not overwrite:
-        raise FileExistsError(f"{final_folder}: already exists; pass --overwrite (overwrite=True) to replace it")
-    same_id = [other for other in available_datasets(raw_root)
-               if other.startswith(f"Dataset{dataset_id:03d}_") and other != final_folder.name]
-    if same_id:
-        raise FileExistsError(f"{raw_root}: dataset id {dataset_id} is already used by {', '.join(same_id)}; "
-                              "choose another --dataset-id (an id must name one dataset)")
-
-    raw_root.mkdir(parents=True, exist_ok=True)
-    partial_folder = raw_root / f".{final_folder.name}.partial-{os.getpid()}"
-    if partial_folder.exists():
-        shutil.rmtree(partial_folder)
-    try:
-        cases = [("Tr", index, index < num_training - num_unlabeled) for index in range(num_training)]
-        cases += [("Ts", num_training + index, True) for index in range(num_test)]
-        for split, index, labeled in tqdm(cases, desc=f"phantom {final_folder.name}", unit="case", disable=not show_progress):
-            image, label, geometry = generate_phantom_subject(case_seed(seed, index), config)
-            write_image(image, geometry, partial_folder / f"images{split}" / f"{case_id(index)}_0000{file_ending}")
-            if labeled:
-                write_image(label, geometry, partial_folder / f"labels{split}" / f"{case_id(index)}{file_ending}")
-        write_dataset_json(partial_folder, CHANNEL_NAMES, LABELS, num_training, file_ending,
-                           name=name, description=DESCRIPTION, numTest=num_test, numUnlabeled=num_unlabeled,
-                           generator={"program": "cctr_generate_phantom", "seed": seed, "config": config.to_dict()})
-        _replace_folder(partial_folder, final_folder)
-    except BaseException:
-        shutil.rmtree(partial_folder, ignore_errors=True)
-        raise
-    return final_folder
-
-
-def _check_dataset_arguments(dataset_id: int, name: str, num_training: int, num_test: int, num_unlabeled: int,
-                             file_ending: str) -> None:
-    if not 1 <= dataset_id <= 999:
-        raise ValueError(f"dataset id must be in 1..999, got {dataset_id}")
-    if not name or not all(ch.isalnum() or ch in "_-" for ch in name):
-        raise ValueError(f"dataset name must be letters, digits, '_' or '-', got {name!r}")
-    if num_training < 1:
-        raise ValueError(f"num_training must be at least 1, got {num_training}")
-    if num_test < 0:
-        raise ValueError(f"num_test must be >= 0, got {num_test}")
-    if not 0 <= num_unlabeled < num_training:
-        raise ValueError(f"num_unlabeled must be in 0..num_training-1 = {num_training - 1} "
-                         f"(at least one training case keeps its label), got {num_unlabeled}")
-    if file_ending not in ALLOWED_FILE_ENDINGS:
-        raise ValueError(f"file ending must be one of {', '.join(ALLOWED_FILE_ENDINGS)}, got {file_ending!r}")
-
-
-def _replace_folder(new_folder: Path, final_folder: Path) -> None:
-    """Rename ``new_folder`` to ``final_folder``, moving an existing one aside first and deleting it after."""
-    if not final_folder.exists():
-        os.replace(new_folder, final_folder)
-        return
-    old_folder = final_folder.with_name(f".{final_folder.name}.old-{os.getpid()}")
-    os.replace(final_folder, old_folder)
-    os.replace(new_folder, final_folder)
-    shutil.rmtree(old_folder, ignore_errors=True)
+    spec = GeneratedDatasetSpec(
+        dataset_id=dataset_id, name=name, case_prefix=CASE_PREFIX, channel_names=CHANNEL_NAMES, labels=LABELS,
+        description=DESCRIPTION, num_training=num_training, num_test=num_test, num_unlabeled=num_unlabeled,
+        seed=seed, file_ending=file_ending, progress_label="phantom",
+        generator_info={"program": "cctr_generate_phantom", "seed": seed, "config": config.to_dict()})
+    return write_generated_dataset(raw_root, spec, lambda subject_seed: generate_phantom_subject(subject_seed, config),
+                                   overwrite=overwrite, show_progress=show_progress)
 
 
 def write_preview_png(path: Path, seed: int = 0, num_subjects: int = 3, slices_per_subject: int = 4,

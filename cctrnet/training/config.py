@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
+BRANCH_B_SETTINGS = ("plan", "same_as_a", "ResidualEncoderUNet", "Primus2D")
+
 
 @dataclass
 class TrainerConfig:
@@ -19,6 +21,7 @@ class TrainerConfig:
     learning_rate_transformer: float = 1e-4  # a transformer branch (Primus2D)
     weight_decay: float = 5e-4  # AdamW
     poly_power: float = 0.9
+    gradient_clip_norm: float = 12.0  # nnU-Net's value; a guard against rare loss spikes
     # loss weights
     w_cps_max: float = 0.1  # w_cps(i) = w_cps_max * exp(-5 * (1 - i / i_total)^2)
     w_cps_sharpness: float = 5.0
@@ -31,7 +34,9 @@ class TrainerConfig:
     scl: bool = True  # supervised contrastive loss
     reps: bool = True  # registration-enhanced positives from the memory bank (needs scl)
     two_branches: bool = True  # off: branch A alone (labeled-only baseline)
-    branch_b: str = "plan"  # "plan": the plan's branch B; "same_as_a": a second PlainConvUNet (CPS)
+    # "plan": the plan's branch B; "same_as_a": a second PlainConvUNet (CPS); "ResidualEncoderUNet" or
+    # "Primus2D": that family, built by the planner's rules at the plan's patch and topology
+    branch_b: str = "plan"
     # supervised contrastive loss (METHOD.md §6)
     tau: float = 0.1
     anchor_threshold: float = 0.5
@@ -62,6 +67,10 @@ class TrainerConfig:
     log_every: int = 10
     pseudo_label_quality_every: int = 100  # iterations between pseudo-label Dice reports (simulated datasets)
     mixed_precision: bool = True  # used on CUDA only
+
+    def __post_init__(self) -> None:
+        if self.branch_b not in BRANCH_B_SETTINGS:
+            raise ValueError(f"setting branch_b must be one of {', '.join(BRANCH_B_SETTINGS)}, got {self.branch_b!r}")
 
     @classmethod
     def field_names(cls) -> list[str]:

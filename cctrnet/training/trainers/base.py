@@ -25,6 +25,36 @@ from cctrnet.training.schedules import poly_learning_rate
 from cctrnet.utilities.file_io import save_json
 
 
+def branch_b_of_family(plans: dict[str, Any], network_class: str) -> dict[str, Any]:
+    """Branch B of the family ``network_class`` at the plan's patch and topology, by the planner's rules.
+
+    The plan's own entry when it is of that family; otherwise the planner's candidate for the same
+    configuration (what ``cctr_plan_and_preprocess --branch-b`` would add without changing the patch).
+    """
+    from cctrnet.planning.planner import PlannerSettings, primus_architecture, resenc_unet_architecture
+    from cctrnet.planning.topology import Topology
+
+    configuration = plans["configurations"]["2d"]
+    if configuration["branch_b"]["network_class"] == network_class:
+        return configuration["branch_b"]
+    patch = tuple(int(p) for p in configuration["patch_size_yx"])
+    planner = plans["planner_settings"]
+    if network_class == "ResidualEncoderUNet":
+        a = configuration["branch_a"]["kwargs"]
+        topology = Topology(patch, tuple(tuple(s) for s in a["strides"]), tuple(tuple(k) for k in a["kernel_sizes"]),
+                            tuple(a["features_per_stage"]))
+        device = "gpu" if plans["planned_for"]["device"] == "cuda" else "cpu"
+        return resenc_unet_architecture(topology, tuple(planner[device]["resenc_blocks_per_stage"]))
+    if network_class == "Primus2D":
+        primus = {k: planner[k] for k in ("primus_embed_dim", "primus_depth", "primus_num_heads")}
+        architecture = primus_architecture(patch, PlannerSettings(**primus))
+        if architecture is None:
+            raise ValueError(f"branch_b=Primus2D cannot run at the plan's patch {list(patch)}: no patch embedding "
+                             "of 8 or 16 px divides it")
+        return architecture
+    raise ValueError(f"no branch B of family {network_class!r}; known: ResidualEncoderUNet, Primus2D")
+
+
 class TrainingInterrupted(Exception):
     """Ctrl-C during training; a checkpoint was saved before this was raised."""
 
@@ -67,7 +97,12 @@ class BaseTrainer:
         configuration = self.setup.configuration
         if not self.config.two_branches:
             return {"branch_a": configuration["branch_a"]}
-        branch_b = configuration["branch_a"] if self.config.branch_b == "same_as_a" else configuration["branch_b"]
+        if self.config.branch_b == "same_as_a":
+            branch_b = configuration["branch_a"]
+        elif self.config.branch_b == "plan":
+            branch_b = configuration["branch_b"]
+        else:
+            branch_b = branch_b_of_family(self.setup.plans, self.config.branch_b)
         return {"branch_a": configuration["branch_a"], "branch_b": branch_b}
 
     def build_extra_modules(self) -> dict[str, nn.Module]:
@@ -164,7 +199,8 @@ class BaseTrainer:
         self.grad_scaler.scale(total).backward()
         for optimizer in self.optimizers.values():
             self.grad_scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_([p for m in (self.branches, self.extra_modules) for p in m.parameters()], 12.0)
+        torch.nn.utils.clip_grad_norm_([p for m in (self.branches, self.extra_modules) for p in m.parameters()],
+                                       self.config.gradient_clip_norm)
         for optimizer in self.optimizers.values():
             self.grad_scaler.step(optimizer)
         self.grad_scaler.update()

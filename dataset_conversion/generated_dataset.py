@@ -1,0 +1,126 @@
+"""Writing a generated (synthetic) raw dataset: shared by the cardiac and brain phantom generators.
+
+A generator supplies one function, ``make_case(seed) -> (image, label, geometry)``; this module draws
+an independent seed per case, writes images, labels and dataset.json into a hidden sibling folder and
+renames it at the end, so an interrupted run never leaves a dataset folder that looks complete.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cctrnet.dataset.geometry import Geometry
+
+ALLOWED_FILE_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd")
+
+CaseMaker = Callable[[int], "tuple[np.ndarray, np.ndarray, Geometry]"]
+
+
+def case_seed(dataset_seed: int, case_index: int) -> int:
+    """Seed of case ``case_index`` of a dataset generated with ``dataset_seed`` (independent streams)."""
+    state = np.random.SeedSequence(int(dataset_seed), spawn_key=(int(case_index),)).generate_state(1, dtype=np.uint32)
+    return int(state[0])
+
+
+@dataclass(frozen=True)
+class GeneratedDatasetSpec:
+    """What a generator writes: names, counts and the dataset.json content besides the cases."""
+
+    dataset_id: int
+    name: str
+    case_prefix: str
+    channel_names: dict[str, str]
+    labels: dict[str, int]
+    description: str
+    generator_info: dict[str, Any]
+    num_training: int = 20
+    num_test: int = 10
+    num_unlabeled: int = 0
+    seed: int = 0
+    file_ending: str = ".nii.gz"
+    progress_label: str = field(default="dataset")
+
+    def case_id(self, case_index: int) -> str:
+        return f"{self.case_prefix}_{case_index:03d}"
+
+
+def check_dataset_arguments(dataset_id: int, name: str, num_training: int, num_test: int, num_unlabeled: int,
+                            file_ending: str) -> None:
+    if not 1 <= dataset_id <= 999:
+        raise ValueError(f"dataset id must be in 1..999, got {dataset_id}")
+    if not name or not all(ch.isalnum() or ch in "_-" for ch in name):
+        raise ValueError(f"dataset name must be letters, digits, '_' or '-', got {name!r}")
+    if num_training < 1:
+        raise ValueError(f"num_training must be at least 1, got {num_training}")
+    if num_test < 0:
+        raise ValueError(f"num_test must be >= 0, got {num_test}")
+    if not 0 <= num_unlabeled < num_training:
+        raise ValueError(f"num_unlabeled must be in 0..num_training-1 = {num_training - 1} "
+                         f"(at least one training case keeps its label), got {num_unlabeled}")
+    if file_ending not in ALLOWED_FILE_ENDINGS:
+        raise ValueError(f"file ending must be one of {', '.join(ALLOWED_FILE_ENDINGS)}, got {file_ending!r}")
+
+
+def replace_folder(new_folder: Path, final_folder: Path) -> None:
+    """Rename ``new_folder`` to ``final_folder``, moving an existing one aside first and deleting it after."""
+    if not final_folder.exists():
+        os.replace(new_folder, final_folder)
+        return
+    old_folder = final_folder.with_name(f".{final_folder.name}.old-{os.getpid()}")
+    os.replace(final_folder, old_folder)
+    os.replace(new_folder, final_folder)
+    shutil.rmtree(old_folder, ignore_errors=True)
+
+
+def write_generated_dataset(raw_root: Path, spec: GeneratedDatasetSpec, make_case: CaseMaker,
+                            overwrite: bool = False, show_progress: bool = True) -> Path:
+    """Write ``raw_root/DatasetXXX_Name`` from ``make_case`` and return its path.
+
+    Training cases are ``<prefix>_000`` .. ``<prefix>_{num_training-1}``; the last ``num_unlabeled`` of them
+    get no label file. Test cases continue the numbering and have labels in ``labelsTs``.
+    """
+    from tqdm import tqdm
+
+    from cctrnet.dataset.dataset_json import write_dataset_json
+    from cctrnet.dataset.image_io import write_image
+    from cctrnet.dataset.raw_dataset import available_datasets, dataset_folder_name
+
+    check_dataset_arguments(spec.dataset_id, spec.name, spec.num_training, spec.num_test, spec.num_unlabeled,
+                            spec.file_ending)
+    raw_root = Path(raw_root)
+    final_folder = raw_root / dataset_folder_name(spec.dataset_id, spec.name)
+    if final_folder.exists() and not overwrite:
+        raise FileExistsError(f"{final_folder}: already exists; pass --overwrite (overwrite=True) to replace it")
+    same_id = [other for other in available_datasets(raw_root)
+               if other.startswith(f"Dataset{spec.dataset_id:03d}_") and other != final_folder.name]
+    if same_id:
+        raise FileExistsError(f"{raw_root}: dataset id {spec.dataset_id} is already used by {', '.join(same_id)}; "
+                              "choose another --dataset-id (an id must name one dataset)")
+
+    raw_root.mkdir(parents=True, exist_ok=True)
+    partial_folder = raw_root / f".{final_folder.name}.partial-{os.getpid()}"
+    if partial_folder.exists():
+        shutil.rmtree(partial_folder)
+    ending = spec.file_ending
+    try:
+        cases = [("Tr", index, index < spec.num_training - spec.num_unlabeled) for index in range(spec.num_training)]
+        cases += [("Ts", spec.num_training + index, True) for index in range(spec.num_test)]
+        for split, index, labeled in tqdm(cases, desc=f"{spec.progress_label} {final_folder.name}", unit="case",
+                                          disable=not show_progress):
+            image, label, geometry = make_case(case_seed(spec.seed, index))
+            write_image(image, geometry, partial_folder / f"images{split}" / f"{spec.case_id(index)}_0000{ending}")
+            if labeled:
+                write_image(label, geometry, partial_folder / f"labels{split}" / f"{spec.case_id(index)}{ending}")
+        write_dataset_json(partial_folder, spec.channel_names, spec.labels, spec.num_training, ending,
+                           name=spec.name, description=spec.description, numTest=spec.num_test,
+                           numUnlabeled=spec.num_unlabeled, generator=spec.generator_info)
+        replace_folder(partial_folder, final_folder)
+    except BaseException:
+        shutil.rmtree(partial_folder, ignore_errors=True)
+        raise
+    return final_folder
