@@ -99,12 +99,18 @@ def test_resume_continues_exactly(tiny_dataset, tmp_path, monkeypatch):
 def test_labeled_cases_are_recorded_and_hidden_truth_is_reported(tiny_dataset, tmp_path):
     from cctrnet.utilities.file_io import load_json
 
-    trainer = _trainer("CCTRTrainer", 2, tmp_path / "run")
+    trainer = _trainer("CCTRTrainer", 4, tmp_path / "run", log_every=3, pseudo_label_quality_every=2)
     trainer.run(progress=False)
     chosen = load_json(tmp_path / "run" / "labeled_cases.json")
     assert len(chosen["labeled"]) == 2 and set(chosen["labeled"]).isdisjoint(chosen["unlabeled"])
     assert set(chosen["hidden_labels"]) == set(chosen["unlabeled"])  # every phantom case has a label
-    assert any(key.startswith("dice_pseudo") for key in trainer.log.history)
+    # pseudo-label quality at iterations 2 and 4 (its own interval), in the history and in the text log
+    measured = {iteration for key, points in trainer.log.history.items() if key.startswith("dice_pseudo")
+                for iteration, _ in points}
+    assert measured and measured <= {2, 4}
+    log_lines = (tmp_path / "run" / "training_log.txt").read_text().splitlines()
+    logged = {int(line.split(" it ")[1].split(":")[0]) for line in log_lines if "dice_pseudo" in line}
+    assert logged == measured
 
 
 def test_cross_teaching_refuses_a_run_without_unlabeled_cases(tiny_dataset, tmp_path):

@@ -24,6 +24,8 @@ from cctrnet.training.run_setup import RunSetup
 from cctrnet.training.schedules import poly_learning_rate
 from cctrnet.utilities.file_io import save_json
 
+PSEUDO_LABEL_PREFIX = "dice_"  # scalars of pseudo-label quality (dice_pseudo_A, dice_registered, ...)
+
 
 def branch_b_of_family(plans: dict[str, Any], network_class: str) -> dict[str, Any]:
     """Branch B of the family ``network_class`` at the plan's patch and topology, by the planner's rules.
@@ -154,7 +156,8 @@ class BaseTrainer:
             while self.iteration < self.num_iterations and not interrupted:
                 scalars = self.train_one_iteration()
                 bar.update(1)
-                if self.iteration % self.config.log_every == 0 or self.iteration == self.num_iterations:
+                if (self.iteration % self.config.log_every == 0 or self.iteration == self.num_iterations
+                        or any(key.startswith(PSEUDO_LABEL_PREFIX) for key in scalars)):
                     bar.set_postfix(loss=f"{scalars['loss_total']:.3f}", wait=f"{self.data_wait_share():.0%}")
                     self.log.write_line(f"it {self.iteration}: " + ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
                 if time.monotonic() - last_save > self.config.checkpoint_every_seconds:
@@ -178,6 +181,10 @@ class BaseTrainer:
         self.log.write_line(f"finished: {self.num_iterations} iterations; data wait {self.data_wait_share():.1%} "
                             f"of the time")
         return final
+
+    def measures_pseudo_labels(self) -> bool:
+        """Whether the step being computed reports pseudo-label quality (it becomes iteration ``iteration + 1``)."""
+        return (self.iteration + 1) % self.config.pseudo_label_quality_every == 0
 
     def train_one_iteration(self) -> dict[str, float]:
         for name, optimizer in self.optimizers.items():

@@ -107,7 +107,7 @@ class CCTRTrainer(BaseTrainer):
             total = total + sum(terms.values())
         if c.two_branches and c.cps:
             scalars["w_cps"] = w_cps
-        if unlabeled is not None and "hidden_truth" in unlabeled and self.iteration % c.log_every == 0:
+        if unlabeled is not None and "hidden_truth" in unlabeled and self.measures_pseudo_labels():
             scalars.update(self.pseudo_label_scalars(outputs, unlabeled, n_l))
         return total, scalars
 

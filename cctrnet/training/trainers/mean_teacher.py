@@ -64,7 +64,7 @@ class UAMTTrainer(CCTRTrainer):
             rsl = c.w_rs * registration_supervision_loss(student[n_l:], unlabeled["target"])
             total = total + rsl
             scalars["loss_rsl_A"] = float(rsl.detach())
-        if "hidden_truth" in unlabeled and self.iteration % c.log_every == 0:
+        if "hidden_truth" in unlabeled and self.measures_pseudo_labels():
             scalars.update(self.pseudo_label_scalars({"branch_a": _Logits(student)}, unlabeled, n_l))
         return total, scalars
 

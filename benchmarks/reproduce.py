@@ -1,0 +1,165 @@
+"""The paper-claims benchmark (issue 6): LS, CPS, CTS, CCT-R, registration only, nnU-Net v2 and the fully
+supervised bound on the phantom and brain datasets, plus the paper's Table 5 ablation; resumable.
+
+Every job writes ``<work>/jobs/<id>.json`` atomically when it ends (ok or failed); a rerun skips finished
+jobs, retries failed ones, resumes a killed cctr_train with --c and a killed nnU-Net run with --c. All data,
+models and predictions stay in the work folder (cctr_raw, cctr_preprocessed and cctr_results point there).
+
+    python benchmarks/reproduce.py --dry-run                      # the job list and estimated times
+    python benchmarks/reproduce.py                                # core table, both datasets, N 1 2, seeds 0 1
+    python benchmarks/reproduce.py --tables ablation --seeds 0 1 2
+    python benchmarks/reproduce.py --datasets phantom --labeled 1 --seeds 0 --methods LS CTS regonly \\
+        --iterations 20 --work-dir /tmp/repro_smoke --no-publish
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import time
+import traceback
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+if str(REPOSITORY) not in sys.path:
+    sys.path.insert(0, str(REPOSITORY))
+
+from benchmarks.reproduce.jobs import (DATASETS, METHOD_ALIASES, PREPARE_SECONDS, TABLES, Job, Selection,  # noqa: E402
+                                       build_jobs, default_iterations)
+from benchmarks.reproduce.store import DEFAULT_WORK_DIR, WorkFolder, write_json_atomic  # noqa: E402
+
+DEFAULT_CPU_STEP_SECONDS = 0.6
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.split("\n")[1:]))
+    parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=["phantom", "brain"])
+    parser.add_argument("--methods", nargs="+", default=None, metavar="M",
+                        help=f"core-table methods ({' '.join(k for k in METHOD_ALIASES if k != 'CCT-R')}); default all")
+    parser.add_argument("--labeled", nargs="+", type=int, default=[1, 2], metavar="N")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], metavar="S")
+    parser.add_argument("--tables", nargs="+", choices=TABLES, default=["core"])
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="iterations of every trained method, nnU-Net included (default: so that the selected "
+                             "jobs take about --target-hours on this machine, from measured step times)")
+    parser.add_argument("--target-hours", type=float, default=1.0, help="for the default --iterations")
+    parser.add_argument("--cpu-step-seconds", type=float, default=DEFAULT_CPU_STEP_SECONDS,
+                        help="compute budget of cctrnet's CPU plan (resolution, patch); lower is coarser and faster")
+    parser.add_argument("--nnunet-plan", choices=("ours", "own"), default="ours",
+                        help="ours: nnU-Net with cctrnet's spacing, patch, batch and branch-A topology (default); "
+                             "own: nnU-Net's own 2d plan (several times slower per iteration on CPU)")
+    parser.add_argument("--nnunet-venv", type=Path, default=None, help="nnU-Net environment (benchmarks/nnunet_env.sh)")
+    parser.add_argument("--tta", dest="disable_tta", action="store_false",
+                        help="predict with mirroring (cctrnet and nnU-Net; about 4x slower prediction). Default: "
+                             "no mirroring for every method, to fit the hour")
+    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR)
+    parser.add_argument("--no-publish", action="store_true",
+                        help="do not copy tables to benchmarks/results/ and figures to documentation/images/")
+    parser.add_argument("--report-only", action="store_true", help="rebuild tables and figures from finished jobs")
+    parser.add_argument("--dry-run", action="store_true", help="print the job list with estimated times and exit")
+    return parser.parse_args(argv)
+
+
+def selection_of(args: argparse.Namespace) -> Selection:
+    return Selection(datasets=list(args.datasets), methods=args.methods, labeled=list(args.labeled),
+                     seeds=list(args.seeds), tables=list(args.tables))
+
+
+def job_record(job: Job) -> dict:
+    m = job.method
+    return {"id": job.job_id, "dataset": job.dataset, "kind": m.kind, "method_label": m.label, "trainer": m.trainer,
+            "settings": list(m.settings), "labeled": job.labeled, "seed": job.seed, "iterations": job.iterations}
+
+
+def print_dry_run(jobs: list[Job], work: WorkFolder, args: argparse.Namespace, iterations: int) -> None:
+    total, pending = 0.0, 0
+    print(f"{len(jobs)} job(s), {iterations} iterations each (trained methods), CPU plan budget "
+          f"{args.cpu_step_seconds} s/step, work folder {work.root}")
+    print(f"{'job':62s} {'state':9s} {'estimate':>9s}")
+    for job in jobs:
+        done = work.finished(job.job_id)
+        seconds = 0.0 if done else job.estimated_seconds(args.cpu_step_seconds)
+        total += seconds
+        pending += not done
+        print(f"{job.job_id:62s} {'done' if done else 'to run':9s} {seconds / 60:8.1f}m")
+    from benchmarks.reproduce.store import read_json
+
+    prepare = sum(PREPARE_SECONDS for d in sorted({j.dataset for j in jobs})
+                  if (read_json(work.prepare_path(d)) or {}).get("status") != "ok")
+    print(f"estimated: {total / 3600:.2f} h for {pending} job(s) to run, plus {prepare / 3600:.2f} h to generate, "
+          f"plan, preprocess and register the dataset(s) not yet prepared; total {(total + prepare) / 3600:.2f} h")
+
+
+def run_job(work: WorkFolder, job: Job, prepared: dict, args: argparse.Namespace) -> dict:
+    from benchmarks.reproduce import runner
+
+    started = time.perf_counter()
+    record = {"job": job_record(job), "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    try:
+        if job.method.kind == "train":
+            result = runner.run_training_job(work, job, prepared, args.disable_tta)
+        elif job.method.kind == "regonly":
+            result = runner.run_regonly_job(work, job, prepared)
+        else:
+            from benchmarks.reproduce.nnunet import DEFAULT_VENV, run_nnunet_job
+
+            result = run_nnunet_job(work, job, prepared, args.nnunet_plan, args.disable_tta,
+                                    args.nnunet_venv or DEFAULT_VENV)
+        record.update({"status": "ok", **result})
+    except KeyboardInterrupt:
+        raise
+    except Exception as error:  # recorded; the benchmark goes on with the next job
+        record.update({"status": "failed", "error": runner.describe_error(error),
+                       "traceback": traceback.format_exc(limit=5)})
+    record["wall_seconds"] = round(time.perf_counter() - started, 1)
+    write_json_atomic(record, work.result_path(job.job_id))
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    selection = selection_of(args)
+    try:
+        iterations = args.iterations or default_iterations(selection, args.cpu_step_seconds,
+                                                           args.target_hours * 3600.0)
+        jobs = build_jobs(selection, iterations)
+    except ValueError as error:
+        print(f"reproduce.py: {error}", file=sys.stderr)
+        return 2
+    work = WorkFolder(args.work_dir)
+    if args.dry_run:
+        print_dry_run(jobs, work, args, iterations)
+        return 0
+    from benchmarks.reproduce import report, runner
+
+    if not args.report_only:
+        prepared: dict[str, dict | None] = {}
+        for dataset in dict.fromkeys(j.dataset for j in jobs):
+            runner.log(f"[prepare] {dataset}")
+            try:
+                prepared[dataset] = runner.prepare_dataset(work, dataset, args.cpu_step_seconds)
+            except Exception as error:
+                prepared[dataset] = None
+                runner.log(f"[prepare] {dataset} FAILED, its jobs are skipped: {runner.describe_error(error)}")
+        for index, job in enumerate(jobs, 1):
+            if work.finished(job.job_id):
+                runner.log(f"[{index}/{len(jobs)}] {job.job_id}: done, skipped")
+                continue
+            if prepared[job.dataset] is None:
+                continue
+            runner.log(f"[{index}/{len(jobs)}] {job.job_id} (about {job.estimated_seconds(args.cpu_step_seconds) / 60:.1f} min)")
+            record = run_job(work, job, prepared[job.dataset], args)
+            summary = (f"mean Dice {record['metrics']['mean_dice']:.1f} %" if record["status"] == "ok"
+                       and record["metrics"]["mean_dice"] is not None else record.get("error", "").splitlines()[0])
+            runner.log(f"    {record['status']} in {record['wall_seconds']:.0f} s: {summary}")
+    for table in selection.tables:
+        text = report.write_table_outputs(table, selection, jobs, work, args, iterations, publish=not args.no_publish)
+        print(text)
+    report.write_curves(selection, jobs, work, publish=not args.no_publish)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

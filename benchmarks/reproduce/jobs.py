@@ -1,0 +1,158 @@
+"""Which jobs a benchmark selection needs, their ids (one id per distinct configuration) and time estimates.
+
+A job is one trained, registration-only or nnU-Net result on one dataset, number of labeled cases and
+seed. Its id names the configuration, not the table, so the ablation table reuses the core table's CTS and
+CCT-R runs: ``phantom__CTSTrainer__L1__s0__it300``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+DATASETS = {  # benchmark name -> (dataset id, generator command)
+    "phantom": (1, ["cctr_generate_phantom", "-d", "1"]),
+    "brain": (2, ["cctr_generate_brain", "-d", "2"]),
+}
+TABLES = ("core", "ablation")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A row of a table: a trainer with settings, the registration-only baseline, or nnU-Net."""
+
+    label: str
+    kind: str  # "train", "regonly" or "nnunet"
+    trainer: str | None = None
+    settings: tuple[str, ...] = ()  # --set key=value, sorted
+    all_labels: bool = False  # fully supervised: every labeled case, independent of N
+
+    @property
+    def slug(self) -> str:
+        if self.kind != "train":
+            return self.kind
+        return "-".join([self.trainer or "", *(s.replace("=", "_") for s in self.settings)])
+
+
+def _train(label: str, trainer: str, *settings: str, all_labels: bool = False) -> Method:
+    return Method(label, "train", trainer, tuple(sorted(settings)), all_labels)
+
+
+CORE_METHODS = [
+    _train("LS", "LabeledOnlyTrainer"),
+    _train("CPS", "CPSTrainer"),
+    _train("CTS", "CTSTrainer"),
+    _train("CCT-R", "CCTRTrainer"),
+    Method("registration only", "regonly"),
+    Method("nnU-Net v2 2d", "nnunet"),
+    _train("FS (all labels)", "LabeledOnlyTrainer", all_labels=True),
+]
+ABLATION_METHODS = [  # the rows of the paper's Table 5
+    _train("CTS", "CTSTrainer"),
+    _train("+RSL", "CCTRTrainer", "scl=false", "reps=false", "brs=false"),
+    _train("+RSL+BRS", "CCTRTrainer", "scl=false", "reps=false"),
+    _train("+SCL", "CCTRTrainer", "rsl=false", "reps=false"),
+    _train("+SCL+RSL", "CCTRTrainer", "reps=false"),
+    _train("+SCL+REPS", "CCTRTrainer", "rsl=false"),
+    _train("all (CCT-R)", "CCTRTrainer"),
+]
+# --methods names -> method labels of the core table (ablation rows are chosen with --tables)
+METHOD_ALIASES = {"LS": "LS", "CPS": "CPS", "CTS": "CTS", "CCTR": "CCT-R", "CCT-R": "CCT-R",
+                  "regonly": "registration only", "nnunet": "nnU-Net v2 2d", "FS": "FS (all labels)"}
+ABLATION_DATASETS = ("phantom",)
+
+# Seconds per training iteration on this 2-core machine at the default CPU plan (--cpu-step-seconds 0.6),
+# from benchmarks/training_benchmark.py (LS, CTS, CCT-R) and interpolated for the others; nnU-Net's from a
+# 20-iteration smoke run (nnU-Net's pipeline with our patch/batch/network, see nnunet.py) on a loaded machine
+# (2.8 s/it including its first-epoch start; 1.0 assumed unloaded): re-measure before trusting estimates.
+SECONDS_PER_ITERATION = {"LabeledOnlyTrainer": 0.19, "CPSTrainer": 0.62, "CTSTrainer": 0.69,
+                         "CCTRTrainer": 0.85, "CCTRTrainer-ablation": 0.80, "nnunet": 1.0}
+REFERENCE_CPU_STEP_SECONDS = 0.6
+# Seconds outside the training loop per job: start-up, prediction of the 10 test cases without mirroring,
+# evaluation (smoke run on a machine loaded 3-7 on 2 cores took about twice these).
+OVERHEAD_SECONDS = {"train": 120.0, "regonly": 50.0, "nnunet": 180.0}
+PREPARE_SECONDS = 15 * 60.0  # generate + plan + preprocess + 380 registrations, per dataset
+
+
+@dataclass(frozen=True)
+class Job:
+    dataset: str
+    method: Method
+    labeled: int | None  # None: all labels (FS)
+    seed: int
+    iterations: int
+
+    @property
+    def job_id(self) -> str:
+        labeled = "all" if self.labeled is None else str(self.labeled)
+        budget = f"__it{self.iterations}" if self.method.kind in ("train", "nnunet") else ""
+        return f"{self.dataset}__{self.method.slug}__L{labeled}__s{self.seed}{budget}"
+
+    def estimated_seconds(self, cpu_step_seconds: float) -> float:
+        scale = cpu_step_seconds / REFERENCE_CPU_STEP_SECONDS
+        overhead = OVERHEAD_SECONDS[self.method.kind] * max(scale, 0.3)
+        if self.method.kind == "regonly":
+            return overhead * (self.labeled or 1)
+        return overhead + self.iterations * seconds_per_iteration(self.method) * scale
+
+
+def seconds_per_iteration(method: Method) -> float:
+    if method.kind == "nnunet":
+        return SECONDS_PER_ITERATION["nnunet"]
+    if method.trainer == "CCTRTrainer" and method.settings:
+        return SECONDS_PER_ITERATION["CCTRTrainer-ablation"]
+    return SECONDS_PER_ITERATION.get(method.trainer or "", 0.85)
+
+
+@dataclass
+class Selection:
+    datasets: list[str] = field(default_factory=lambda: ["phantom", "brain"])
+    methods: list[str] | None = None  # METHOD_ALIASES keys; None: all
+    labeled: list[int] = field(default_factory=lambda: [1, 2])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    tables: list[str] = field(default_factory=lambda: ["core"])
+
+
+def table_methods(table: str, selection: Selection) -> list[Method]:
+    if table == "ablation":
+        return list(ABLATION_METHODS)
+    if selection.methods is None:
+        return list(CORE_METHODS)
+    unknown = [m for m in selection.methods if m not in METHOD_ALIASES]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHOD_ALIASES)}")
+    wanted = {METHOD_ALIASES[m] for m in selection.methods}
+    return [m for m in CORE_METHODS if m.label in wanted]
+
+
+def table_datasets(table: str, selection: Selection) -> list[str]:
+    return [d for d in selection.datasets if table != "ablation" or d in ABLATION_DATASETS]
+
+
+def build_jobs(selection: Selection, iterations: int) -> list[Job]:
+    """Every job the selected tables need, each once, in the order they run (cheap and core first)."""
+    jobs: dict[str, Job] = {}
+    for table in selection.tables:
+        for dataset in table_datasets(table, selection):
+            for seed in selection.seeds:
+                for method in table_methods(table, selection):
+                    for labeled in ([None] if method.all_labels else selection.labeled):
+                        job = Job(dataset, method, labeled, seed, iterations)
+                        jobs.setdefault(job.job_id, job)
+    order = {"train": 0, "nnunet": 1, "regonly": 2}  # reg-only last: it reuses a trained run's labeled_cases.json
+    return sorted(jobs.values(), key=lambda j: (j.dataset, j.seed, order[j.method.kind]))
+
+
+def default_iterations(selection: Selection, cpu_step_seconds: float, target_seconds: float = 3600.0,
+                       minimum: int = 100, multiple: int = 50) -> int:
+    """Iterations that make the selected jobs (preparation excluded) take about ``target_seconds``."""
+    fixed = sum(j.estimated_seconds(cpu_step_seconds) for j in build_jobs(selection, 0))
+    per_iteration = sum(j.estimated_seconds(cpu_step_seconds) for j in build_jobs(selection, 1)) - fixed
+    if per_iteration <= 0:
+        return minimum
+    iterations = (target_seconds - fixed) / per_iteration
+    return max(minimum, int(math.floor(iterations / multiple)) * multiple)
+
+
+def quality_every(iterations: int, points: int = 10) -> int:
+    """Iterations between pseudo-label Dice reports so a curve has about ``points`` points."""
+    return max(1, iterations // points)

@@ -1,0 +1,93 @@
+"""Table outputs: <work>/reproduce_<table>.{json,md} (copied to benchmarks/results/), bar charts and curves
+(documentation/images/reproduce_<table>.png, reproduce_pseudo_labels.png)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+from benchmarks.reproduce.figures import bar_chart, pseudo_label_curves
+from benchmarks.reproduce.jobs import Job, Selection
+from benchmarks.reproduce.store import WorkFolder, read_json, write_json_atomic
+from benchmarks.reproduce.tables import build_table, render_markdown
+
+REPOSITORY = Path(__file__).resolve().parent.parent.parent
+PUBLISHED_RESULTS = REPOSITORY / "benchmarks" / "results"
+PUBLISHED_IMAGES = REPOSITORY / "documentation" / "images"
+TITLES = {"core": "Core table: LS, CPS, CTS, CCT-R, registration only, nnU-Net v2, fully supervised",
+          "ablation": "Ablation (the paper's Table 5): CTS plus RSL, BRS, SCL, REPS"}
+
+
+def budget_lines(work: WorkFolder, jobs: Sequence[Job], results: dict[str, dict], args: Any,
+                 iterations: int) -> list[str]:
+    prepared = {d: read_json(work.prepare_path(d)) or {} for d in sorted({j.dataset for j in jobs})}
+    lines = [f"**Budget**: {iterations} training iterations for every trained method (cctrnet trainers; nnU-Net "
+             "num_epochs x num_iterations_per_epoch = the same number), CPU, this machine; pseudo-label Dice "
+             f"every {max(1, iterations // 10)} iterations. Prediction mirroring "
+             f"{'off' if args.disable_tta else 'on'} for every method."]
+    for dataset, p in prepared.items():
+        if p.get("plan"):
+            plan = p["plan"]
+            lines.append(f"- {dataset} ({p.get('dataset_name')}): cctrnet CPU plan (--cpu-step-seconds "
+                         f"{p.get('cpu_step_seconds')}): spacing {[round(s, 2) for s in plan['spacing_yx']]} mm, "
+                         f"patch {plan['patch_size_yx']}, batch {plan['batch_size']} ({plan['labeled_per_batch']} "
+                         f"labeled + {plan['unlabeled_per_batch']} unlabeled), branch A {p.get('branch_a')}, "
+                         f"branch B {p.get('branch_b')}.")
+    nnunet = [r for r in results.values() if r.get("status") == "ok" and r.get("nnunet_plan")]
+    if nnunet:
+        plan = nnunet[0]["nnunet_plan"]
+        if plan.get("mode") == "ours":
+            lines.append(f"- nnU-Net v2 2d: its own pipeline (preprocessing, augmentation, deep supervision, SGD, "
+                         f"poly schedule) with cctrnet's spacing, patch, batch and branch-A topology put into its "
+                         f"plans.json ({plan['used_plan']}), because its own 2d plan ({plan['nnunet_own_plan']}) is "
+                         "too slow on 2 CPU cores for this budget; trained on the labeled cases only.")
+        else:
+            lines.append(f"- nnU-Net v2 2d: its own 2d plan ({plan['used_plan']}); trained on the labeled cases only.")
+    return lines
+
+
+def machine() -> dict[str, Any]:
+    from benchmarks.machine_info import machine_info
+
+    return machine_info()
+
+
+def write_table_outputs(table: str, selection: Selection, jobs: Sequence[Job], work: WorkFolder, args: Any,
+                        iterations: int, publish: bool) -> str:
+    results = work.all_results()
+    blocks = build_table(table, selection, jobs, results)
+    wanted = {jid for block in blocks for row in block["rows"] for jid in row["job_ids"]}
+    lines = budget_lines(work, [j for j in jobs if j.job_id in wanted], results, args, iterations)
+    markdown = render_markdown(TITLES[table], blocks, lines)
+    data = {"table": table, "selection": vars(selection), "iterations": iterations, "budget": lines,
+            "command": " ".join(["python", "benchmarks/reproduce.py", *getattr(args, "argv", [])]),
+            "arguments": {k: str(v) for k, v in vars(args).items()}, "machine": machine(),
+            "prepare": {d: read_json(work.prepare_path(d)) for d in selection.datasets},
+            "blocks": blocks, "runs": {jid: results[jid] for jid in sorted(wanted) if jid in results}}
+    json_path = work.root / f"reproduce_{table}.json"
+    md_path = work.root / f"reproduce_{table}.md"
+    write_json_atomic(data, json_path)
+    md_path.write_text(markdown)
+    png = bar_chart(blocks, TITLES[table].split(":")[0] + f" ({iterations} iterations)",
+                    work.root / f"reproduce_{table}.png")
+    if publish:
+        PUBLISHED_RESULTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(json_path, PUBLISHED_RESULTS / json_path.name)
+        shutil.copyfile(md_path, PUBLISHED_RESULTS / md_path.name)
+        if png is not None:
+            PUBLISHED_IMAGES.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(png, PUBLISHED_IMAGES / png.name)
+    return markdown
+
+
+def write_curves(selection: Selection, jobs: Sequence[Job], work: WorkFolder, publish: bool) -> Path | None:
+    """Pseudo-label Dice curves of the selected core-table semi-supervised runs (all tables if none)."""
+    results = work.all_results()
+    core = [results[j.job_id] for j in jobs if j.job_id in results and j.method.trainer in
+            ("CPSTrainer", "CTSTrainer", "CCTRTrainer") and not j.method.settings]
+    chosen = core or [results[j.job_id] for j in jobs if j.job_id in results]
+    path = pseudo_label_curves(chosen, work.root / "reproduce_pseudo_labels.png")
+    if path is not None and publish:
+        PUBLISHED_IMAGES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, PUBLISHED_IMAGES / path.name)
+    return path

@@ -1,0 +1,251 @@
+"""Running one job: prepare a dataset once, train (or resume) a cctrnet run, predict, evaluate, collect numbers."""
+from __future__ import annotations
+
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.reproduce.jobs import DATASETS, Job, quality_every
+from benchmarks.reproduce.store import WorkFolder, read_json, write_json_atomic
+
+
+class JobError(RuntimeError):
+    """A step of a job failed; the message names the command and the end of its output."""
+
+
+class StepRecorder:
+    """Runs a job's commands one after another, logging each, and keeps their command lines and times."""
+
+    def __init__(self, log_folder: Path, env: dict[str, str], echo: bool = True):
+        self.log_folder = Path(log_folder)
+        self.env = env
+        self.echo = echo
+        self.steps: list[dict[str, Any]] = []
+
+    def run(self, name: str, command: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+        log_path = self.log_folder / f"{len(self.steps):02d}_{name}.log"
+        if self.echo:
+            print(f"    $ {' '.join(command)}", flush=True)
+        return_code, wall, cpu = run_logged(command, env or self.env, log_path)
+        step = {"name": name, "command": command, "return_code": return_code, "wall_seconds": round(wall, 2),
+                "cpu_seconds": round(cpu, 2), "log": str(log_path)}
+        self.steps.append(step)
+        if return_code != 0:
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+            raise JobError(f"{name} failed (exit {return_code}): {' '.join(command)}\n{tail}")
+        return step
+
+
+def run_logged(command: list[str], env: dict[str, str], log_path: Path) -> tuple[int, float, float]:
+    """Run a command with its output in ``log_path``; (exit code, wall seconds, CPU seconds of the children).
+
+    The command gets its own process group and its output goes straight to the file (no pipe), so it
+    survives the benchmark being killed; Ctrl-C is passed on as SIGINT, which makes cctr_train save
+    checkpoint_latest.pth (resumed by the rerun with --c), and then re-raised.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    cpu_before = _children_cpu_seconds()
+    started = time.perf_counter()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            return_code = process.wait()
+        except KeyboardInterrupt:
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+            raise
+    return return_code, time.perf_counter() - started, _children_cpu_seconds() - cpu_before
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+# --- datasets ----------------------------------------------------------------------------------------------
+def dataset_folder_name(root: Path, dataset_id: int) -> str | None:
+    found = sorted(p.name for p in Path(root).glob(f"Dataset{dataset_id:03d}_*") if p.is_dir())
+    return found[0] if found else None
+
+
+def check_generator(dataset: str) -> str | None:
+    """None when the dataset's generator command is installed, else a message saying what is missing."""
+    command = DATASETS[dataset][1][0]
+    if shutil.which(command):
+        return None
+    return (f"{command} not found: the {dataset} dataset's generator is not installed (for brain: "
+            f"dataset_conversion/brain_phantom.py with its console entry; then pip install -e .); "
+            f"leave it out with --datasets")
+
+
+def prepare_dataset(work: WorkFolder, dataset: str, cpu_step_seconds: float, echo: bool = True) -> dict[str, Any]:
+    """Generate, plan, preprocess and register a dataset once; later calls read prepare/<dataset>.json."""
+    path = work.prepare_path(dataset)
+    previous = read_json(path)
+    if previous and previous.get("status") == "ok":
+        if abs(previous["cpu_step_seconds"] - cpu_step_seconds) > 1e-9:
+            raise JobError(f"{work.root} holds {dataset} planned with --cpu-step-seconds "
+                           f"{previous['cpu_step_seconds']}, not {cpu_step_seconds}: use another --work-dir")
+        return previous
+    dataset_id, generate = DATASETS[dataset]
+    recorder = StepRecorder(work.root / "prepare" / dataset, work.environment(), echo)
+    started = time.perf_counter()
+    if dataset_folder_name(work.raw, dataset_id) is None:
+        missing = check_generator(dataset)
+        if missing:
+            raise JobError(missing)
+        recorder.run("generate", generate)
+    recorder.run("plan_and_preprocess", ["cctr_plan_and_preprocess", "-d", str(dataset_id), "--device", "cpu",
+                                         "--cpu-step-seconds", str(cpu_step_seconds), "--no-progress"])
+    name = dataset_folder_name(work.preprocessed, dataset_id)
+    plans = read_json(work.preprocessed / name / "plans.json")
+    configuration = plans["configurations"]["2d"]
+    result = {"status": "ok", "dataset": dataset, "dataset_id": dataset_id, "dataset_name": name,
+              "cpu_step_seconds": cpu_step_seconds, "data_identifier": configuration["data_identifier"], "wall_seconds": round(time.perf_counter() - started, 1),
+              "plan": {k: configuration.get(k) for k in ("spacing_yx", "patch_size_yx", "batch_size",
+                                                         "labeled_per_batch", "unlabeled_per_batch")},
+              "branch_a": configuration["branch_a"]["network_class"],
+              "branch_b": configuration["branch_b"]["network_class"],
+              "estimated_step_seconds": configuration.get("estimated_cost", {}).get("step_seconds_both_branches"),
+              "labels": plans.get("labels"), "steps": recorder.steps}
+    write_json_atomic(result, path)
+    return result
+
+
+# --- evaluation ---------------------------------------------------------------------------------------------
+def evaluate(recorder: StepRecorder, work: WorkFolder, prepared: dict, predictions: Path) -> dict[str, Any]:
+    raw = work.raw / prepared["dataset_name"]
+    recorder.run("evaluate", ["cctr_evaluate", "-ref", str(raw / "labelsTs"), "-pred", str(predictions),
+                              "-d", str(prepared["dataset_id"]), "--quiet"])
+    return metrics_from_summary(read_json(predictions / "summary.json"))
+
+
+def metrics_from_summary(summary: dict) -> dict[str, Any]:
+    """Dice % and HD95 mm per class and their means from cctr_evaluate's summary.json."""
+    per_class = summary["mean_per_class"]
+    return {"dice": {name: c["dice_percent"] for name, c in per_class.items()},
+            "hd95": {name: c["hd95_mm"] for name, c in per_class.items()},
+            "mean_dice": summary["mean"]["dice_percent"], "mean_hd95": summary["mean"]["hd95_mm"],
+            "num_cases": len(summary.get("per_case", summary.get("cases", [])) or [])}
+
+
+# --- trained cctrnet runs -----------------------------------------------------------------------------------
+def model_folder_of(results_root: Path, dataset_name: str, job: Job) -> Path | None:
+    pattern = f"{job.method.trainer}__labeled*__seed{job.seed}"
+    found = sorted((results_root / dataset_name).glob(pattern)) if (results_root / dataset_name).is_dir() else []
+    return found[0] if found else None
+
+
+def train_command(job: Job, prepared: dict, resume: bool) -> list[str]:
+    command = ["cctr_train", str(prepared["dataset_id"]), "-tr", job.method.trainer, "--seed", str(job.seed),
+               "--iterations", str(job.iterations), "--device", "cpu", "--no-progress"]
+    if job.labeled is not None:
+        command += ["--labeled", str(job.labeled)]
+    every = quality_every(job.iterations)
+    command += ["--set", f"log_every={every}", f"pseudo_label_quality_every={every}", *job.method.settings]
+    return command + (["--c"] if resume else [])
+
+
+def pseudo_label_curves(checkpoint: Path) -> dict[str, list[list[float]]]:
+    """The trainer's history of pseudo-label Dice (keys dice_*) from a checkpoint's progress log."""
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    history = state.get("log", {})
+    return {k: [[int(i), float(v)] for i, v in points] for k, points in history.items() if k.startswith("dice")}
+
+
+def run_training_job(work: WorkFolder, job: Job, prepared: dict, disable_tta: bool, echo: bool = True
+                     ) -> dict[str, Any]:
+    folder = work.run_folder(job.job_id)
+    results_root = folder / "cctr_results"  # one per job: ablation runs share a trainer name and folder name
+    env = work.environment(results_root)
+    recorder = StepRecorder(folder / "logs", env, echo)
+    result: dict[str, Any] = {"steps": recorder.steps}
+    model = model_folder_of(results_root, prepared["dataset_name"], job)
+    if model is None or not (model / "checkpoint_final.pth").exists():
+        resume = model is not None and (model / "checkpoint_latest.pth").exists()
+        result["resumed"] = resume
+        recorder.run("train", train_command(job, prepared, resume))
+        model = model_folder_of(results_root, prepared["dataset_name"], job)
+    if model is None:
+        raise JobError(f"no model folder under {results_root} after training")
+    predictions = folder / "predictions"
+    command = ["cctr_predict", "-i", str(work.raw / prepared["dataset_name"] / "imagesTs"), "-o", str(predictions),
+               "-m", str(model), "--device", "cpu", "--quiet"]
+    recorder.run("predict", command + (["--disable-tta"] if disable_tta else []))
+    config = read_json(model / "config.json") or {}
+    result.update({"model_folder": str(model), "labeled_cases": read_json(model / "labeled_cases.json")["labeled"],
+                   "settings": config.get("settings"), "num_iterations": config.get("num_iterations"),
+                   "metrics": evaluate(recorder, work, prepared, predictions),
+                   "pseudo_label_curves": pseudo_label_curves(model / "checkpoint_final.pth"),
+                   "train_seconds_per_iteration": _seconds_per_iteration(recorder.steps, job.iterations)})
+    return result
+
+
+def _seconds_per_iteration(steps: list[dict], iterations: int) -> float | None:
+    train = [s for s in steps if s["name"] == "train"]
+    return round(train[-1]["wall_seconds"] / iterations, 3) if train and iterations else None
+
+
+# --- registration only --------------------------------------------------------------------------------------
+def trained_run_for(work: WorkFolder, job: Job) -> dict | None:
+    """A finished trained run of the same dataset, N and seed (its labeled_cases.json is the run's choice)."""
+    for result in work.all_results().values():
+        j = result.get("job", {})
+        if (result.get("status") == "ok" and j.get("kind") == "train" and j.get("dataset") == job.dataset
+                and j.get("labeled") == job.labeled and j.get("seed") == job.seed and result.get("model_folder")):
+            return result
+    return None
+
+
+def run_regonly_job(work: WorkFolder, job: Job, prepared: dict, echo: bool = True) -> dict[str, Any]:
+    folder = work.run_folder(job.job_id)
+    recorder = StepRecorder(folder / "logs", work.environment(), echo)
+    predictions = folder / "predictions"
+    command = ["cctr_predict", "--reg-only", "-i", str(work.raw / prepared["dataset_name"] / "imagesTs"),
+               "-o", str(predictions), "--quiet"]
+    trained = trained_run_for(work, job)
+    if trained is not None:  # the trained runs' exact labeled cases
+        command += ["-m", trained["model_folder"]]
+    else:  # the same seeded rule cctr_train uses
+        command += ["-d", str(prepared["dataset_id"]), "--labeled", str(job.labeled), "--seed", str(job.seed)]
+    step = recorder.run("predict_reg_only", command)
+    match = re.search(r"labeled case\(s\) (.+)$", Path(step["log"]).read_text(), re.MULTILINE)
+    labeled = [c.strip() for c in match.group(1).split(",")] if match else None
+    if trained is not None and labeled is not None and sorted(labeled) != sorted(trained["labeled_cases"]):
+        raise JobError(f"registration-only used {labeled}, the trained run {trained['labeled_cases']}")
+    return {"steps": recorder.steps, "labeled_cases": labeled,
+            "labeled_cases_from": trained["model_folder"] if trained else "select_labeled_cases rule",
+            "metrics": evaluate(recorder, work, prepared, predictions)}
+
+
+def labeled_cases_for(work: WorkFolder, job: Job, prepared: dict) -> tuple[list[str], str]:
+    """The labeled cases of (dataset, N, seed): a trained run's labeled_cases.json, else cctr_train's rule."""
+    trained = trained_run_for(work, job)
+    if trained is not None:
+        return sorted(trained["labeled_cases"]), trained["model_folder"]
+    from cctrnet.dataset.labeled_selection import select_labeled_cases
+    from cctrnet.preprocessing.case_storage import list_preprocessed_cases, load_properties
+
+    data = work.preprocessed / prepared["dataset_name"] / prepared.get("data_identifier", "2d")
+    with_labels = [c for c in list_preprocessed_cases(data) if load_properties(data, c).get("is_labeled")]
+    return select_labeled_cases(with_labels, job.labeled, job.seed), "select_labeled_cases rule"
+
+
+def describe_error(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if not isinstance(error, JobError) else str(error)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stdout, flush=True)

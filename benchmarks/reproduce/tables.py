@@ -1,0 +1,86 @@
+"""Mean and spread over seeds of every table row, and the markdown tables."""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+from benchmarks.reproduce.jobs import Job, Selection, table_datasets, table_methods
+
+
+def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:
+    """(mean, sample standard deviation, n) of the finite values; std is None for fewer than 2."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite:
+        return None, None, 0
+    mean = sum(finite) / len(finite)
+    if len(finite) < 2:
+        return mean, None, len(finite)
+    variance = sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)
+    return mean, math.sqrt(variance), len(finite)
+
+
+def aggregate_row(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per-class and mean Dice / HD95 over the finished runs (one per seed) of one table row."""
+    ok = [r for r in results if r.get("status") == "ok" and r.get("metrics")]
+    classes: list[str] = []
+    for r in ok:
+        classes += [c for c in r["metrics"]["dice"] if c not in classes]
+    row: dict[str, Any] = {"n_seeds": len(ok), "seeds": [r["job"]["seed"] for r in ok],
+                           "failed": [r["job"]["seed"] for r in results if r.get("status") == "failed"],
+                           "dice": {}, "hd95": {}}
+    for metric in ("dice", "hd95"):
+        for c in classes:
+            m, s, n = mean_std(r["metrics"][metric].get(c) for r in ok)
+            row[metric][c] = {"mean": m, "std": s, "n": n}
+        m, s, n = mean_std(r["metrics"][f"mean_{metric}"] for r in ok)
+        row[f"mean_{metric}"] = {"mean": m, "std": s, "n": n}
+    return row
+
+
+def build_table(table: str, selection: Selection, jobs: Sequence[Job], results: dict[str, dict]
+                ) -> list[dict[str, Any]]:
+    """One block per dataset and N: its rows (method label -> aggregate over the selected seeds)."""
+    blocks = []
+    for dataset in table_datasets(table, selection):
+        for labeled in selection.labeled:
+            rows = []
+            for method in table_methods(table, selection):
+                wanted = [j for j in jobs if j.dataset == dataset and j.method == method
+                          and j.labeled == (None if method.all_labels else labeled) and j.seed in selection.seeds]
+                runs = [results[j.job_id] for j in wanted if j.job_id in results]
+                rows.append({"method": method.label, "job_ids": [j.job_id for j in wanted], **aggregate_row(runs)})
+            blocks.append({"dataset": dataset, "labeled": labeled, "rows": rows})
+    return blocks
+
+
+def format_value(cell: dict[str, Any] | None, digits: int = 1) -> str:
+    if not cell or cell.get("mean") is None:
+        return "–"
+    text = f"{cell['mean']:.{digits}f}"
+    if cell.get("std") is not None:
+        text += f" ± {cell['std']:.{digits}f}"
+    return text
+
+
+def render_markdown(title: str, blocks: Sequence[dict[str, Any]], budget_lines: Sequence[str] = ()) -> str:
+    """A markdown table per dataset and N: Dice % and HD95 mm per class and mean, mean ± std over seeds."""
+    lines = [f"# {title}", ""] + [f"{line}" for line in budget_lines] + ([""] if budget_lines else [])
+    for block in blocks:
+        classes: list[str] = []
+        for row in block["rows"]:
+            classes += [c for c in row["dice"] if c not in classes]
+        lines += [f"## {block['dataset']}, {block['labeled']} labeled case{'s' if block['labeled'] != 1 else ''}", ""]
+        header = (["method", "n"] + [f"Dice {c}" for c in classes] + ["Dice mean"]
+                  + [f"HD95 {c}" for c in classes] + ["HD95 mean"])
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        for row in block["rows"]:
+            n = str(row["n_seeds"]) + (f" ({len(row['failed'])} failed)" if row.get("failed") else "")
+            cells = ([row["method"], n] + [format_value(row["dice"].get(c)) for c in classes]
+                     + [format_value(row["mean_dice"])] + [format_value(row["hd95"].get(c)) for c in classes]
+                     + [format_value(row["mean_hd95"])])
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append("Dice in %, HD95 in mm (cctr_evaluate on the test cases); mean ± sample std over seeds, "
+                 "n = finished seeds; – = no finished run.")
+    return "\n".join(lines) + "\n"

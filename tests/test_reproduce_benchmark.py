@@ -1,0 +1,138 @@
+"""Fast tests of benchmarks/reproduce: job list, resume/skip, aggregation over seeds, markdown, epoch split."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPOSITORY))
+
+from benchmarks.reproduce.jobs import (ABLATION_METHODS, CORE_METHODS, Job, Selection, build_jobs,  # noqa: E402
+                                       default_iterations, quality_every, table_methods)
+from benchmarks.reproduce.nnunet import epoch_split  # noqa: E402
+from benchmarks.reproduce.runner import metrics_from_summary, train_command  # noqa: E402
+from benchmarks.reproduce.store import WorkFolder, write_json_atomic  # noqa: E402
+from benchmarks.reproduce.tables import aggregate_row, build_table, mean_std, render_markdown  # noqa: E402
+
+
+def test_core_job_list_counts_and_fs_once_per_seed():
+    jobs = build_jobs(Selection(datasets=["phantom", "brain"], labeled=[1, 2], seeds=[0, 1]), 300)
+    ids = [j.job_id for j in jobs]
+    assert len(ids) == len(set(ids))
+    # per dataset and seed: 6 methods x 2 N + FS once
+    assert len(jobs) == 2 * 2 * (6 * 2 + 1)
+    fs = [j for j in jobs if j.method.all_labels]
+    assert len(fs) == 4 and all(j.labeled is None for j in fs)
+    assert "phantom__CTSTrainer__L1__s0__it300" in ids
+    assert "phantom__regonly__L2__s1" in ids  # no budget in the id: registration only does not train
+    # registration only runs after the trained runs of its dataset and seed (it reuses labeled_cases.json)
+    phantom0 = [j for j in jobs if j.dataset == "phantom" and j.seed == 0]
+    assert phantom0[-1].method.kind == "regonly"
+
+
+def test_ablation_reuses_core_runs_and_stays_on_phantom():
+    core = build_jobs(Selection(datasets=["phantom", "brain"], labeled=[1], seeds=[0], tables=["core"]), 100)
+    both = build_jobs(Selection(datasets=["phantom", "brain"], labeled=[1], seeds=[0], tables=["core", "ablation"]),
+                      100)
+    extra = {j.job_id for j in both} - {j.job_id for j in core}
+    assert len(extra) == 5  # CTS and all (CCT-R) are the core table's runs
+    assert all(i.startswith("phantom__CCTRTrainer-") for i in extra)
+    assert "phantom__CCTRTrainer-brs_false-reps_false-scl_false__L1__s0__it100" in extra
+
+
+def test_method_selection_and_unknown_method():
+    selection = Selection(methods=["LS", "CCTR", "regonly"])
+    assert [m.label for m in table_methods("core", selection)] == ["LS", "CCT-R", "registration only"]
+    assert len(table_methods("ablation", selection)) == len(ABLATION_METHODS)
+    with pytest.raises(ValueError, match="unknown method"):
+        build_jobs(Selection(methods=["XYZ"]), 10)
+
+
+def test_train_command_settings_and_resume():
+    job = Job("phantom", ABLATION_METHODS[1], 1, 3, 200)
+    command = train_command(job, {"dataset_id": 1}, resume=False)
+    assert command[:4] == ["cctr_train", "1", "-tr", "CCTRTrainer"]
+    assert command[command.index("--labeled") + 1] == "1" and command[command.index("--seed") + 1] == "3"
+    settings = command[command.index("--set") + 1:]
+    assert "log_every=20" in settings and "pseudo_label_quality_every=20" in settings
+    assert {"brs=false", "reps=false", "scl=false"} <= set(settings)
+    assert train_command(job, {"dataset_id": 1}, resume=True)[-1] == "--c"
+    fs = Job("phantom", CORE_METHODS[-1], None, 0, 200)
+    assert "--labeled" not in train_command(fs, {"dataset_id": 1}, resume=False)
+
+
+def test_default_iterations_fit_the_target_and_quality_points():
+    selection = Selection(datasets=["phantom"], labeled=[1], seeds=[0], methods=["LS"])
+    short = default_iterations(selection, 0.6, target_seconds=600)
+    long = default_iterations(selection, 0.6, target_seconds=6000)
+    assert long > short >= 100 and long % 50 == 0
+    assert quality_every(300) == 30 and quality_every(5) == 1
+
+
+def test_resume_skips_only_finished_jobs(tmp_path):
+    work = WorkFolder(tmp_path)
+    write_json_atomic({"status": "ok"}, work.result_path("a"))
+    write_json_atomic({"status": "failed", "error": "x"}, work.result_path("b"))
+    assert work.finished("a") and not work.finished("b") and not work.finished("c")
+    (work.root / "jobs" / "broken.json").write_text("{half")
+    assert not work.finished("broken")
+    assert set(work.all_results()) == {"a", "b"}
+    assert not list((work.root / "jobs").glob(".*"))  # no temporary files left behind
+    env = work.environment(tmp_path / "r")
+    assert env["cctr_raw"] == str(work.raw) and env["cctr_results"] == str(tmp_path / "r")
+
+
+def test_mean_std_over_seeds():
+    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)), 2)
+    assert mean_std([5.0, None, float("nan")]) == (5.0, None, 1)
+    assert mean_std([]) == (None, None, 0)
+
+
+def _result(seed, dice_a, dice_b, hd, status="ok", method="LS"):
+    return {"status": status, "job": {"seed": seed, "method_label": method},
+            "metrics": {"dice": {"A": dice_a, "B": dice_b}, "hd95": {"A": hd, "B": None},
+                        "mean_dice": (dice_a + dice_b) / 2, "mean_hd95": hd}}
+
+
+def test_aggregate_row_and_markdown():
+    row = aggregate_row([_result(0, 80.0, 60.0, 4.0), _result(1, 90.0, 70.0, 6.0),
+                         {"status": "failed", "job": {"seed": 2}}])
+    assert row["n_seeds"] == 2 and row["failed"] == [2]
+    assert row["dice"]["A"]["mean"] == 85.0 and row["dice"]["A"]["std"] == pytest.approx(7.0711, 1e-4)
+    assert row["mean_dice"]["mean"] == 75.0
+    assert row["hd95"]["B"]["mean"] is None
+    text = render_markdown("T", [{"dataset": "phantom", "labeled": 1, "rows": [{"method": "LS", **row}]}],
+                           ["budget line"])
+    assert "## phantom, 1 labeled case\n" in text and "budget line" in text
+    assert "| LS | 2 (1 failed) | 85.0 ± 7.1 | 65.0 ± 7.1 | 75.0 ± 7.1 | 5.0 ± 1.4 | – | 5.0 ± 1.4 |" in text
+    assert "| method | n | Dice A | Dice B | Dice mean | HD95 A | HD95 B | HD95 mean |" in text
+
+
+def test_build_table_groups_by_dataset_and_labeled():
+    selection = Selection(datasets=["phantom"], labeled=[1, 2], seeds=[0], methods=["LS", "FS"])
+    jobs = build_jobs(selection, 50)
+    results = {j.job_id: _result(0, 50.0 + (j.labeled or 10), 40.0, 3.0) for j in jobs}
+    blocks = build_table("core", selection, jobs, results)
+    assert [(b["dataset"], b["labeled"]) for b in blocks] == [("phantom", 1), ("phantom", 2)]
+    ls1 = blocks[0]["rows"][0]
+    assert ls1["method"] == "LS" and ls1["dice"]["A"]["mean"] == 51.0 and ls1["dice"]["A"]["std"] is None
+    # FS does not depend on N: the same run in both blocks
+    assert blocks[0]["rows"][1]["job_ids"] == blocks[1]["rows"][1]["job_ids"]
+
+
+def test_metrics_from_summary():
+    summary = {"mean_per_class": {"RV": {"dice_percent": 70.0, "hd95_mm": 5.0}, "LV": {"dice_percent": 90.0,
+                                                                                     "hd95_mm": None}},
+               "mean": {"dice_percent": 80.0, "hd95_mm": 5.0}}
+    metrics = metrics_from_summary(json.loads(json.dumps(summary)))
+    assert metrics["dice"] == {"RV": 70.0, "LV": 90.0} and metrics["mean_dice"] == 80.0
+
+
+@pytest.mark.parametrize("iterations,expected", [(20, (1, 20)), (300, (6, 50)), (130, (5, 26)), (101, (101, 1))])
+def test_epoch_split_keeps_the_iteration_budget(iterations, expected):
+    epochs, per_epoch = epoch_split(iterations)
+    assert (epochs, per_epoch) == expected and epochs * per_epoch == iterations
