@@ -15,6 +15,12 @@ def add_device_argument(parser: argparse.ArgumentParser, what: str) -> None:
                         help=f"{what}: auto picks cuda when a GPU is present, else cpu (default: auto)")
 
 
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads of torch (default: $OMP_NUM_THREADS, else the cores that the load "
+                             "average leaves free)")
+
+
 def fail(message: str, code: int = 1) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from cctrnet.cli.common import add_device_argument, fail
+from cctrnet.cli.common import add_device_argument, add_threads_argument, fail
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "by BRS to each image (no network; the labeled cases are the preprocessed training "
                              "cases of -d chosen as for --labeled N --seed S, or those of -m's run)")
     add_device_argument(parser, "where the networks run")
+    add_threads_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -74,6 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.batch_size < 1 or not 0 < args.step_size <= 1:
         return fail("--batch-size must be at least 1 and --step-size in (0, 1]", EXIT_USAGE)
 
+    from cctrnet.utilities.cpu_threads import apply_cpu_threads
+
+    try:
+        apply_cpu_threads(args.threads)
+    except ValueError as error:
+        return fail(str(error))
     if args.reg_only:
         return _main_registration_only(args, input_folder, output_folder)
 

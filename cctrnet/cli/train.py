@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cctrnet.cli.common import add_device_argument, fail
+from cctrnet.cli.common import add_device_argument, add_threads_argument, fail
 from cctrnet.training.trainers.registry import TRAINER_DESCRIPTIONS
 
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iterations", type=int, default=None, help="iterations (default: the plan's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the labeled-case choice and of training")
     add_device_argument(parser, "where to train")
+    add_threads_argument(parser)
     parser.add_argument("--c", "--continue", dest="resume", action="store_true",
                         help="resume from checkpoint_latest.pth of the same run")
     parser.add_argument("--val", action="store_true",
@@ -50,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the dataset id or name is required")
     try:
         overrides = parse_set_arguments(args.set)
+    except ValueError as error:
+        return fail(str(error))
+    from cctrnet.utilities.cpu_threads import apply_cpu_threads
+
+    try:
+        apply_cpu_threads(args.threads)
     except ValueError as error:
         return fail(str(error))
     from cctrnet.training.train_run import TrainingRunError, train
