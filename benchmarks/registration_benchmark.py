@@ -173,6 +173,7 @@ def main() -> None:
                 "projected_hours_all_ordered_pairs": {n: seconds * n * (n - 1) / 3600 / max(1, os.cpu_count() // args.threads)
                                                       for n in (20, 70, 140)},
             })
+            _write(results, args.output)  # after every row: a long run that is stopped keeps what it measured
     results["point_mapping"] = point_mapping_throughput()
     print(f"{'size':6} {'engine':10} {'method':15} {'pairs':>5} {'s/pair':>8} {'Dice':>6} {'min':>6} {'fail':>4} "
           f"{'h@20':>6} {'h@70':>6} {'h@140':>6}")
@@ -182,9 +183,16 @@ def main() -> None:
         print(f"{row['size']:6} {row['engine']:10} {row['method']:15} {row['pairs']:5d} {row['seconds_per_pair']:8.3f} "
               f"{dice_text} {row['failed']:4d} {hours[20]:6.2f} {hours[70]:6.2f} {hours[140]:6.2f}")
     print("point mapping:", {k: round(v, 3) for k, v in results["point_mapping"].items()})
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    _write(results, args.output)
     print(f"wrote {args.output}")
+
+
+def _write(results: dict, output: str) -> None:
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(partial, path)
 
 
 if __name__ == "__main__":
