@@ -317,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import signal
 
     from cctrnet.training.run_setup import prepare_run
-    from cctrnet.training.trainers.base import branch_b_of_family
+    from cctrnet.planning.planner import branch_b_of_family
     from cctrnet.utilities.file_io import save_json
 
     args = parse_arguments(argv)

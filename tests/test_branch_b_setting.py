@@ -1,9 +1,10 @@
 """The trainer setting branch_b=<family>: branch B of that family at the plan's patch, as the planner builds it."""
+import json
+
 import pytest
 
-from cctrnet.planning.planner import PlannerSettings, plan_experiment
+from cctrnet.planning.planner import PlannerSettings, branch_b_of_family, plan_experiment
 from cctrnet.training.config import TrainerConfig, parse_set_arguments
-from cctrnet.training.trainers.base import branch_b_of_family
 
 DATASET_JSON = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "a": 1, "b": 2, "c": 3}}
 FINGERPRINT = {"dataset_name": "Dataset001_X", "spacings_zyx": [[8.0, 1.6, 1.6]] * 200,
@@ -30,3 +31,5 @@ def test_family_at_the_plan_equals_the_planners_entry():
     assert branch_b_of_family(primus, "ResidualEncoderUNet") == c_resenc["branch_b"]
     assert branch_b_of_family(resenc, "Primus2D") == c_primus["branch_b"]
     assert branch_b_of_family(resenc, "ResidualEncoderUNet") is c_resenc["branch_b"]
+    from_disk = json.loads(json.dumps(resenc))  # as the trainer reads plans.json: tuples became lists
+    assert branch_b_of_family(from_disk, "Primus2D") == json.loads(json.dumps(c_primus["branch_b"]))

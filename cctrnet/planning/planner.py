@@ -113,6 +113,37 @@ def branch_b_candidates(topology: Topology, settings: PlannerSettings, device_se
     return out
 
 
+def planner_settings_from_plans(plans: dict[str, Any]) -> PlannerSettings:
+    """The settings a plan was made with (``plans["planner_settings"]``, as written by ``plan_experiment``)."""
+    values = dict(plans["planner_settings"])
+    for device in ("cpu", "gpu"):
+        device_values = dict(values[device])
+        device_values["resenc_blocks_per_stage"] = tuple(device_values["resenc_blocks_per_stage"])
+        values[device] = DeviceSettings(**device_values)
+    return PlannerSettings(**values)
+
+
+def branch_b_of_family(plans: dict[str, Any], network_class: str) -> dict[str, Any]:
+    """Branch B of family ``network_class`` at a plan's patch and branch-A topology, by the planner's rules.
+
+    The plan's own entry when it is of that family; otherwise the candidate the planner built next to it
+    (what ``--branch-b`` would choose at the same patch).
+    """
+    configuration = plans["configurations"][CONFIGURATION]
+    if configuration["branch_b"]["network_class"] == network_class:
+        return configuration["branch_b"]
+    a = configuration["branch_a"]["kwargs"]
+    topology = Topology(tuple(configuration["patch_size_yx"]), tuple(tuple(s) for s in a["strides"]),
+                        tuple(tuple(k) for k in a["kernel_sizes"]), tuple(a["features_per_stage"]))
+    settings = planner_settings_from_plans(plans)
+    device_settings = settings.gpu if plans["planned_for"]["device"] == "cuda" else settings.cpu
+    candidates = branch_b_candidates(topology, settings, device_settings)
+    if network_class not in candidates:
+        raise ValueError(f"no branch B of family {network_class!r} at the plan's patch "
+                         f"{list(topology.patch_size_yx)}; possible: {', '.join(candidates)}")
+    return candidates[network_class]
+
+
 def choose_branch_b(candidates: dict[str, dict[str, Any]], settings: PlannerSettings) -> str:
     if settings.branch_b == "auto" or (settings.branch_b == "Primus2D" and len(candidates) == 1):
         return "Primus2D" if "Primus2D" in candidates else "ResidualEncoderUNet"

@@ -27,36 +27,6 @@ from cctrnet.utilities.file_io import save_json
 PSEUDO_LABEL_PREFIX = "dice_"  # scalars of pseudo-label quality (dice_pseudo_A, dice_registered, ...)
 
 
-def branch_b_of_family(plans: dict[str, Any], network_class: str) -> dict[str, Any]:
-    """Branch B of the family ``network_class`` at the plan's patch and topology, by the planner's rules.
-
-    The plan's own entry when it is of that family; otherwise the planner's candidate for the same
-    configuration (what ``cctr_plan_and_preprocess --branch-b`` would add without changing the patch).
-    """
-    from cctrnet.planning.planner import PlannerSettings, primus_architecture, resenc_unet_architecture
-    from cctrnet.planning.topology import Topology
-
-    configuration = plans["configurations"]["2d"]
-    if configuration["branch_b"]["network_class"] == network_class:
-        return configuration["branch_b"]
-    patch = tuple(int(p) for p in configuration["patch_size_yx"])
-    planner = plans["planner_settings"]
-    if network_class == "ResidualEncoderUNet":
-        a = configuration["branch_a"]["kwargs"]
-        topology = Topology(patch, tuple(tuple(s) for s in a["strides"]), tuple(tuple(k) for k in a["kernel_sizes"]),
-                            tuple(a["features_per_stage"]))
-        device = "gpu" if plans["planned_for"]["device"] == "cuda" else "cpu"
-        return resenc_unet_architecture(topology, tuple(planner[device]["resenc_blocks_per_stage"]))
-    if network_class == "Primus2D":
-        primus = {k: planner[k] for k in ("primus_embed_dim", "primus_depth", "primus_num_heads")}
-        architecture = primus_architecture(patch, PlannerSettings(**primus))
-        if architecture is None:
-            raise ValueError(f"branch_b=Primus2D cannot run at the plan's patch {list(patch)}: no patch embedding "
-                             "of 8 or 16 px divides it")
-        return architecture
-    raise ValueError(f"no branch B of family {network_class!r}; known: ResidualEncoderUNet, Primus2D")
-
-
 class TrainingInterrupted(Exception):
     """Ctrl-C during training; a checkpoint was saved before this was raised."""
 
@@ -104,6 +74,8 @@ class BaseTrainer:
         elif self.config.branch_b == "plan":
             branch_b = configuration["branch_b"]
         else:
+            from cctrnet.planning.planner import branch_b_of_family
+
             branch_b = branch_b_of_family(self.setup.plans, self.config.branch_b)
         return {"branch_a": configuration["branch_a"], "branch_b": branch_b}
 
