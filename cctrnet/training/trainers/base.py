@@ -24,9 +24,6 @@ from cctrnet.training.run_setup import RunSetup
 from cctrnet.training.schedules import poly_learning_rate
 from cctrnet.utilities.file_io import save_json
 
-PSEUDO_LABEL_PREFIX = "dice_"  # scalars of pseudo-label quality (dice_pseudo_A, dice_registered, ...)
-
-
 class TrainingInterrupted(Exception):
     """Ctrl-C during training; a checkpoint was saved before this was raised."""
 
@@ -128,8 +125,7 @@ class BaseTrainer:
             while self.iteration < self.num_iterations and not interrupted:
                 scalars = self.train_one_iteration()
                 bar.update(1)
-                if (self.iteration % self.config.log_every == 0 or self.iteration == self.num_iterations
-                        or any(key.startswith(PSEUDO_LABEL_PREFIX) for key in scalars)):
+                if self.logs_iteration(self.iteration):
                     bar.set_postfix(loss=f"{scalars['loss_total']:.3f}", wait=f"{self.data_wait_share():.0%}")
                     self.log.write_line(f"it {self.iteration}: " + ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
                 if time.monotonic() - last_save > self.config.checkpoint_every_seconds:
@@ -153,6 +149,12 @@ class BaseTrainer:
         self.log.write_line(f"finished: {self.num_iterations} iterations; data wait {self.data_wait_share():.1%} "
                             f"of the time")
         return final
+
+    def logs_iteration(self, iteration: int) -> bool:
+        """Whether iteration ``iteration`` (counted from 1) gets a line in training_log.txt."""
+        c = self.config
+        return (iteration % c.log_every == 0 or iteration % c.pseudo_label_quality_every == 0
+                or iteration == self.num_iterations)
 
     def measures_pseudo_labels(self) -> bool:
         """Whether the step being computed reports pseudo-label quality (it becomes iteration ``iteration + 1``)."""
