@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from cctrnet.dataset.geometry import Geometry
-from dataset_conversion.generated_dataset import (ALLOWED_FILE_ENDINGS, GeneratedDatasetSpec, case_seed,
+from dataset_conversion.generator_config import GeneratorConfig, Range
+from dataset_conversion.generated_dataset import (ALLOWED_FILE_ENDINGS, GeneratedDatasetSpec, case_id, case_seed,
                                                  write_generated_dataset)
 
-Range = tuple[float, float]
 SOURCES = ("mni", "aal")
 CHANNEL_NAMES = {"0": "MRI"}
 CASE_PREFIX = "brain"
@@ -93,7 +93,7 @@ class BrainTemplate:
 
 
 @dataclass(frozen=True)
-class BrainPhantomConfig:
+class BrainPhantomConfig(GeneratorConfig):
     """Ranges from which every subject draws its anatomy, acquisition and appearance (uniformly)."""
 
     in_plane_spacing_mm_range: Range = (1.5, 2.0)
@@ -121,25 +121,14 @@ class BrainPhantomConfig:
     noise_fraction_range: Range = (0.01, 0.05)
 
     def __post_init__(self) -> None:
-        for name in ("in_plane_spacing_mm_range", "slice_thickness_mm_range", "gamma_range", "intensity_scale_range"):
-            low, high = getattr(self, name)
-            if not 0 < low <= high:
-                raise ValueError(f"BrainPhantomConfig.{name} must be (low, high) with 0 < low <= high, got {(low, high)}")
-        for name in ("max_velocity_mm_range", "noise_fraction_range"):
-            low, high = getattr(self, name)
-            if not 0 <= low <= high:
-                raise ValueError(f"BrainPhantomConfig.{name} must be (low, high) with 0 <= low <= high, got {(low, high)}")
+        self.check_ranges(("in_plane_spacing_mm_range", "slice_thickness_mm_range", "gamma_range",
+                           "intensity_scale_range"))
+        self.check_ranges(("max_velocity_mm_range", "noise_fraction_range"), low_may_be_zero=True)
         if self.slab_samples < 1 or self.squaring_steps < 0:
             raise ValueError(f"BrainPhantomConfig: slab_samples must be >= 1 and squaring_steps >= 0, "
                              f"got {self.slab_samples}, {self.squaring_steps}")
         if not 0 <= self.max_scale_change < 1:
             raise ValueError(f"BrainPhantomConfig.max_scale_change must be in [0, 1), got {self.max_scale_change}")
-
-    def with_changes(self, **changes: Any) -> "BrainPhantomConfig":
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # --- templates ------------------------------------------------------------------------------------
@@ -298,10 +287,6 @@ def _bias_field(rng: np.random.Generator, shape_zyx: Sequence[int], max_log_ampl
     return np.exp(log_field * (max_log_amplitude / largest)) if largest > 0 else np.ones(shape_zyx)
 
 
-def case_id(case_index: int) -> str:
-    return f"{CASE_PREFIX}_{case_index:03d}"
-
-
 # --- dataset --------------------------------------------------------------------------------------
 def generate_brain_dataset(
     raw_root: Path,
@@ -344,42 +329,17 @@ def write_preview_png(path: Path, template: BrainTemplate, seed: int = 0, num_su
     """Save a figure of a few axial slices of the first training subjects, labels overlaid."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from cctrnet.utilities.file_io import atomic_path
+    from dataset_conversion.preview import write_subjects_preview
 
     num_labels = max(template.labels.values())
-    colours = plt.get_cmap("tab10")(np.arange(num_labels) % 10)
-    colours[:, 3] = 0.45
-    overlay = matplotlib.colors.ListedColormap(np.vstack([(0, 0, 0, 0), colours]))
-    columns = slices_per_subject + 1
-    figure, axes = plt.subplots(num_subjects, columns, figsize=(2.4 * columns, 2.8 * num_subjects), squeeze=False)
-    for row in range(num_subjects):
-        image, label, geometry = generate_brain_subject(template, case_seed(seed, row), config)
-        labeled = np.flatnonzero(label.reshape(label.shape[0], -1).any(axis=1))
-        chosen = np.linspace(labeled[0], labeled[-1], slices_per_subject + 2)[1:-1].round().astype(int)
-        display_max = float(np.percentile(image, 99.5))
-        sx, sy, sz = geometry.spacing_xyz
-        for column, z in enumerate(chosen):
-            axis = axes[row, column]
-            axis.imshow(image[z], cmap="gray", vmin=0, vmax=display_max, aspect=sy / sx)
-            axis.imshow(label[z], cmap=overlay, vmin=0, vmax=num_labels, interpolation="nearest", aspect=sy / sx)
-            axis.set_title(f"{case_id(row)} z={z}/{image.shape[0] - 1}", fontsize=8)
-        middle = int(chosen[len(chosen) // 2])
-        axes[row, -1].imshow(image[middle], cmap="gray", vmin=0, vmax=display_max, aspect=sy / sx)
-        axes[row, -1].set_title(f"z={middle} without labels\n{sx:.2f} x {sy:.2f} x {sz:.1f} mm", fontsize=8)
-        for axis in axes[row]:
-            axis.set_axis_off()
-    names = [f"{name} ({matplotlib.colors.to_hex(colours[value - 1][:3])})"
+    colours = [matplotlib.colormaps["tab10"](index % 10)[:3] for index in range(num_labels)]
+    names = [f"{name} ({matplotlib.colors.to_hex(colours[value - 1])})"
              for name, value in template.labels.items() if value > 0]
-    figure.suptitle(f"Brain phantom, source {template.source}: " + ", ".join(names), fontsize=9)
-    figure.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=72, format="png")
-    plt.close(figure)
-    return path
+    subjects = [(case_id(CASE_PREFIX, row), *generate_brain_subject(template, case_seed(seed, row), config))
+                for row in range(num_subjects)]
+    return write_subjects_preview(path, subjects, colours,
+                                  f"Brain phantom, source {template.source}: " + ", ".join(names),
+                                  slices_per_subject, include_end_slices=False, panel_width_inches=2.4)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,6 +27,10 @@ def case_seed(dataset_seed: int, case_index: int) -> int:
     return int(state[0])
 
 
+def case_id(case_prefix: str, case_index: int) -> str:
+    return f"{case_prefix}_{case_index:03d}"
+
+
 @dataclass(frozen=True)
 class GeneratedDatasetSpec:
     """What a generator writes: names, counts and the dataset.json content besides the cases."""
@@ -46,7 +50,7 @@ class GeneratedDatasetSpec:
     progress_label: str = field(default="dataset")
 
     def case_id(self, case_index: int) -> str:
-        return f"{self.case_prefix}_{case_index:03d}"
+        return case_id(self.case_prefix, case_index)
 
 
 def check_dataset_arguments(dataset_id: int, name: str, num_training: int, num_test: int, num_unlabeled: int,

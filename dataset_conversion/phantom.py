@@ -13,13 +13,14 @@ from typing import Sequence
 import numpy as np
 
 from cctrnet.dataset.geometry import Geometry
-from dataset_conversion.generated_dataset import (ALLOWED_FILE_ENDINGS, GeneratedDatasetSpec, case_seed,
+from dataset_conversion.generated_dataset import (ALLOWED_FILE_ENDINGS, GeneratedDatasetSpec, case_id, case_seed,
                                                  write_generated_dataset)
 from dataset_conversion.phantom_config import PhantomConfig
 
 LABELS = {"background": 0, "RV": 1, "MYO": 2, "LV": 3}
 CHANNEL_NAMES = {"0": "MRI"}
 CASE_PREFIX = "phantom"
+PREVIEW_COLOURS = ((0.2, 0.5, 1.0), (1.0, 0.8, 0.1), (1.0, 0.2, 0.2))  # RV, MYO, LV
 DESCRIPTION = ("Synthetic cardiac short-axis MRI phantom (cctrnet). Labels: RV cavity, LV myocardium, LV cavity; "
                "torso, lungs, liver, spine, aorta, atria, fat and RV free wall are present but unlabeled.")
 
@@ -49,10 +50,6 @@ def generate_phantom_subject(seed: int, config: PhantomConfig | None = None) -> 
     geometry = Geometry(acquisition.shape_zyx, acquisition.spacing_xyz_mm, tuple(float(v) for v in origin),
                         tuple(float(v) for v in direction.ravel()))
     return image, label, geometry
-
-
-def case_id(case_index: int) -> str:
-    return f"{CASE_PREFIX}_{case_index:03d}"
 
 
 def generate_phantom_dataset(
@@ -87,40 +84,12 @@ def generate_phantom_dataset(
 def write_preview_png(path: Path, seed: int = 0, num_subjects: int = 3, slices_per_subject: int = 4,
                       config: PhantomConfig | None = None) -> Path:
     """Save a figure of a few slices (base to apex) of the first training subjects, labels overlaid."""
-    import matplotlib
+    from dataset_conversion.preview import write_subjects_preview
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-
-    from cctrnet.utilities.file_io import atomic_path
-
-    overlay_colors = ListedColormap([(0, 0, 0, 0), (0.2, 0.5, 1.0, 0.45), (1.0, 0.8, 0.1, 0.45), (1.0, 0.2, 0.2, 0.45)])
-    columns = slices_per_subject + 1
-    figure, axes = plt.subplots(num_subjects, columns, figsize=(2.6 * columns, 2.8 * num_subjects), squeeze=False)
-    for row in range(num_subjects):
-        image, label, geometry = generate_phantom_subject(case_seed(seed, row), config)
-        labeled_slices = np.flatnonzero(label.reshape(label.shape[0], -1).any(axis=1))
-        chosen = np.linspace(labeled_slices[0], labeled_slices[-1], slices_per_subject).round().astype(int)
-        display_max = float(np.percentile(image, 99.5))
-        sx, sy, sz = geometry.spacing_xyz
-        for column, z in enumerate(chosen):
-            axis = axes[row, column]
-            axis.imshow(image[z], cmap="gray", vmin=0, vmax=display_max, aspect=sy / sx)
-            axis.imshow(label[z], cmap=overlay_colors, vmin=0, vmax=3, interpolation="nearest", aspect=sy / sx)
-            axis.set_title(f"{case_id(row)} z={z}/{image.shape[0] - 1}", fontsize=8)
-        middle = int(chosen[len(chosen) // 2])
-        axes[row, -1].imshow(image[middle], cmap="gray", vmin=0, vmax=display_max, aspect=sy / sx)
-        axes[row, -1].set_title(f"z={middle} without labels\n{sx:.2f} x {sy:.2f} x {sz:.1f} mm", fontsize=8)
-        for axis in axes[row]:
-            axis.set_axis_off()
-    figure.suptitle("Cardiac phantom: RV (blue), myocardium (yellow), LV (red)", fontsize=10)
-    figure.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=72, format="png")
-    plt.close(figure)
-    return path
+    subjects = [(case_id(CASE_PREFIX, row), *generate_phantom_subject(case_seed(seed, row), config))
+                for row in range(num_subjects)]
+    return write_subjects_preview(path, subjects, PREVIEW_COLOURS,
+                                  "Cardiac phantom: RV (blue), myocardium (yellow), LV (red)", slices_per_subject)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,14 +1,14 @@
 """Settings of the cardiac phantom generator: acquisition ranges and how strongly subjects vary."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-Range = tuple[float, float]
+from dataset_conversion.generator_config import GeneratorConfig, Range
 
 
 @dataclass(frozen=True)
-class PhantomConfig:
+class PhantomConfig(GeneratorConfig):
     """Ranges from which every subject draws its acquisition and appearance (uniformly).
 
     Defaults give ACDC-like short-axis cine MRI: 176-216 px at 1.3-1.8 mm in plane (a 230-390 mm
@@ -46,12 +46,9 @@ class PhantomConfig:
     in_plane_blur_sigma_px: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("in_plane_size_range_px", "in_plane_spacing_mm_range", "num_slices_range",
-                     "slice_spacing_mm_range", "slice_thickness_fraction_range", "intensity_scale_range",
-                     "noise_fraction_range"):
-            low, high = getattr(self, name)
-            if not 0 < low <= high:
-                raise ValueError(f"PhantomConfig.{name} must be (low, high) with 0 < low <= high, got {(low, high)}")
+        self.check_ranges(("in_plane_size_range_px", "in_plane_spacing_mm_range", "num_slices_range",
+                           "slice_spacing_mm_range", "slice_thickness_fraction_range", "intensity_scale_range",
+                           "noise_fraction_range"))
         if self.in_plane_size_range_px[0] < 16:
             raise ValueError(f"PhantomConfig.in_plane_size_range_px must be at least 16 px, got {self.in_plane_size_range_px}")
         if self.num_slices_range[0] < 2:
@@ -62,11 +59,9 @@ class PhantomConfig:
         if self.slice_thickness_fraction_range[1] > 1.0:
             raise ValueError("PhantomConfig.slice_thickness_fraction_range must not exceed 1.0 (overlapping "
                              f"slices are not modelled), got {self.slice_thickness_fraction_range}")
-        for name in ("shape_perturbation_scale", "max_in_plane_rotation_deg", "max_long_axis_tilt_deg",
-                     "max_in_plane_translation_mm", "max_patient_offset_mm", "max_bias_log_amplitude", "in_plane_blur_sigma_px",
-                     "texture_amplitude", "texture_length_mm"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"PhantomConfig.{name} must be >= 0, got {getattr(self, name)}")
+        self.check_non_negative(("shape_perturbation_scale", "max_in_plane_rotation_deg", "max_long_axis_tilt_deg",
+                                 "max_in_plane_translation_mm", "max_patient_offset_mm", "max_bias_log_amplitude",
+                                 "in_plane_blur_sigma_px", "texture_amplitude", "texture_length_mm"))
 
     @classmethod
     def tiny(cls, **overrides: Any) -> "PhantomConfig":
@@ -80,9 +75,3 @@ class PhantomConfig:
         )
         settings.update(overrides)
         return cls(**settings)
-
-    def with_changes(self, **changes: Any) -> "PhantomConfig":
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
