@@ -16,6 +16,7 @@ setup(
         "acvl-utils>=0.2",
         "dynamic-network-architectures>=0.4",
         "numpy>=1.24",
+        "psutil>=5.9",
         "scipy>=1.10",
         "tqdm>=4.60",
         "matplotlib>=3.7",

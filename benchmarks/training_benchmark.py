@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import sys
@@ -32,11 +31,13 @@ from typing import Any, Sequence
 if __package__ in (None, ""):  # run as a file: make the sibling modules importable as ``benchmarks.*``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.machine_info import REPOSITORY_ROOT, machine_info  # noqa: E402
+from cctrnet.utilities.cpu_threads import busy_cpu_seconds, others_busy_cores, own_cpu_seconds  # noqa: E402
 
 RESULTS_FOLDER = REPOSITORY_ROOT / "benchmarks" / "results"
 DATASET_ID = 981
 OVERHEAD_TARGET_PERCENT = 25.0  # issue 4: SCL + REPS over CTS
 DATA_WAIT_TARGET_PERCENT = 5.0  # issue 4: share of the time waiting for data
+QUIET_CHECK_SECONDS = 1.0  # window of the "is the machine quiet" check before each measurement
 
 
 @dataclass(frozen=True)
@@ -102,45 +103,14 @@ def prepare_dataset(work_dir: Path, num_cases: int, seed: int) -> dict[str, Any]
 
 
 # --- machine state ------------------------------------------------------------------------------------------
-def own_cpu_seconds() -> float:
-    """CPU seconds of this process and its live children (the data workers)."""
-    import psutil
-
-    total = 0.0
-    me = psutil.Process()
-    for process in [me, *me.children(recursive=True)]:
-        try:
-            times = process.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
-def busy_cpu_seconds() -> float:
-    """CPU seconds the whole machine has been busy (all processes) since boot."""
-    import psutil
-
-    times = psutil.cpu_times()
-    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
-
-
-def others_busy_cores(seconds: float = 1.0) -> float:
-    """Cores other processes kept busy during ``seconds`` of our idling."""
-    busy, own, start = busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
-    time.sleep(seconds)
-    elapsed = time.perf_counter() - start
-    return max(0.0, (busy_cpu_seconds() - busy) - (own_cpu_seconds() - own)) / elapsed
-
-
 def wait_for_quiet_machine(max_other_cores: float, max_wait_seconds: float) -> dict[str, float]:
     """Wait (up to ``max_wait_seconds``) until other processes use at most ``max_other_cores``; report the state."""
     waited = 0.0
-    other = others_busy_cores()
+    other = others_busy_cores(QUIET_CHECK_SECONDS)
     while other > max_other_cores and waited < max_wait_seconds:
         time.sleep(4.0)
         waited += 5.0
-        other = others_busy_cores()
+        other = others_busy_cores(QUIET_CHECK_SECONDS)
     return {"load_average_1min": os.getloadavg()[0], "other_cores_before": round(other, 2),
             "waited_seconds": waited}
 

@@ -1,4 +1,4 @@
-"""Torch thread count: the user's choice, else $OMP_NUM_THREADS, else the cores the load average leaves free."""
+"""Torch thread count: the user's choice, else $OMP_NUM_THREADS, else the cores other processes leave free."""
 import pytest
 
 from cctrnet.utilities import cpu_threads
@@ -10,22 +10,22 @@ def four_cores(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
 
 
-def _load(monkeypatch, one_minute):
-    monkeypatch.setattr(cpu_threads.os, "getloadavg", lambda: (one_minute, 0.0, 0.0))
+def _others_busy(monkeypatch, cores):
+    monkeypatch.setattr(cpu_threads, "others_busy_cores", lambda seconds=0.0: cores)
 
 
-@pytest.mark.parametrize("load, expected", [(0.0, 4), (0.4, 4), (1.0, 3), (2.6, 1), (3.7, 1), (9.0, 1)])
-def test_free_cores_from_load_average(four_cores, monkeypatch, load, expected):
-    _load(monkeypatch, load)
+@pytest.mark.parametrize("busy, expected", [(0.0, 4), (0.4, 4), (1.0, 3), (2.6, 1), (3.7, 1), (9.0, 1)])
+def test_free_cores_from_other_processes(four_cores, monkeypatch, busy, expected):
+    _others_busy(monkeypatch, busy)
     threads, note = cpu_threads.choose_cpu_threads()
     assert threads == expected
     assert (note is None) == (expected == 4)
     if note:
-        assert "--threads" in note and f"{load:.1f} of 4 cores" in note
+        assert "--threads" in note and f"{busy:.1f} of 4 cores" in note
 
 
 def test_explicit_choice_and_environment_win(four_cores, monkeypatch):
-    _load(monkeypatch, 3.9)
+    _others_busy(monkeypatch, 3.9)
     assert cpu_threads.choose_cpu_threads(3) == (3, None)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert cpu_threads.choose_cpu_threads() == (2, None)

@@ -17,8 +17,8 @@ def add_device_argument(parser: argparse.ArgumentParser, what: str) -> None:
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="CPU threads of torch (default: $OMP_NUM_THREADS, else the cores that the load "
-                             "average leaves free)")
+                        help="CPU threads of torch (default: $OMP_NUM_THREADS, else the cores that other "
+                             "processes leave free)")
 
 
 def fail(message: str, code: int = 1) -> int:
