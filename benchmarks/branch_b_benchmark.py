@@ -41,6 +41,7 @@ import numpy as np
 
 if __package__ in (None, ""):  # run as a file: make the sibling modules importable as ``benchmarks.*``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.environment import point_paths_to  # noqa: E402
 from benchmarks.machine_info import REPOSITORY_ROOT, machine_info  # noqa: E402
 
 RESULTS_FOLDER = REPOSITORY_ROOT / "benchmarks" / "results"
@@ -53,11 +54,6 @@ CANDIDATES = {"PlainConvUNet (2nd init)": "same_as_a", "ResidualEncoderUNet": "R
 
 
 # --- data ---------------------------------------------------------------------------------------------------
-def point_paths_to(work_dir: Path) -> None:
-    for name in ("raw", "preprocessed", "results"):
-        os.environ[f"cctr_{name}"] = str(work_dir / name)
-
-
 def prepare_dataset(work_dir: Path, num_training: int, num_test: int, num_processes: int) -> Path:
     """Phantom dataset in the work folder, planned and preprocessed for the CPU; returns the raw folder."""
     point_paths_to(work_dir)

@@ -21,10 +21,10 @@ from typing import Any, Sequence
 if __package__ in (None, ""):  # run as a file: make the sibling modules importable as ``benchmarks.*``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.environment import NNUNET_VENV  # noqa: E402
 from benchmarks.machine_info import REPOSITORY_ROOT, installed_version, machine_info  # noqa: E402
 from benchmarks.timed_command import PhaseMarker, TimedRun, run_timed  # noqa: E402
 
-DEFAULT_NNUNET_VENV = Path(os.environ.get("CCTR_BENCH_NNUNET_VENV", "~/.cache/cctrnet-bench/venv-nnunet")).expanduser()
 DEFAULT_RESULTS_FOLDER = REPOSITORY_ROOT / "benchmarks" / "results"
 NNUNET_EXECUTABLE = "nnUNetv2_plan_and_preprocess"
 CCTR_EXECUTABLE = "cctr_plan_and_preprocess"
@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=BenchmarkSettings.seed, help="phantom seed")
     parser.add_argument("--timeout", type=float, default=BenchmarkSettings.timeout_seconds,
                         help="seconds after which one run is stopped and counted as failed")
-    parser.add_argument("--nnunet-venv", type=Path, default=DEFAULT_NNUNET_VENV,
+    parser.add_argument("--nnunet-venv", type=Path, default=NNUNET_VENV,
                         help="nnU-Net's own virtual environment (env var CCTR_BENCH_NNUNET_VENV)")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="folder for the data and the runs (default: a new temporary folder)")

@@ -24,8 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a file: make the sibling modules importable as ``benchmarks.*``
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.environment import NNUNET_VENV  # noqa: E402
+
 DATASET_ID, DATASET_NAME = 999, "Dataset999_PredictionBenchmark"
-DEFAULT_NNUNET_PYTHON = Path.home() / ".cache" / "cctrnet-bench" / "venv-nnunet" / "bin" / "python"
+DEFAULT_NNUNET_PYTHON = NNUNET_VENV / "bin" / "python"
 
 
 # --- nnU-Net side (runs inside the nnU-Net environment) ---------------------------------------------------

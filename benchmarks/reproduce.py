@@ -102,10 +102,11 @@ def run_job(work: WorkFolder, job: Job, prepared: dict, args: argparse.Namespace
         elif job.method.kind == "regonly":
             result = runner.run_regonly_job(work, job, prepared)
         else:
-            from benchmarks.reproduce.nnunet import DEFAULT_VENV, run_nnunet_job
+            from benchmarks.environment import NNUNET_VENV
+            from benchmarks.reproduce.nnunet import run_nnunet_job
 
             result = run_nnunet_job(work, job, prepared, args.nnunet_plan, args.disable_tta,
-                                    args.nnunet_venv or DEFAULT_VENV)
+                                    args.nnunet_venv or NNUNET_VENV)
         record.update({"status": "ok", **result})
     except KeyboardInterrupt:
         raise

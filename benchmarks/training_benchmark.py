@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 if __package__ in (None, ""):  # run as a file: make the sibling modules importable as ``benchmarks.*``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.environment import point_paths_to  # noqa: E402
 from benchmarks.machine_info import REPOSITORY_ROOT, machine_info  # noqa: E402
 from cctrnet.utilities.cpu_threads import busy_cpu_seconds, others_busy_cores, own_cpu_seconds  # noqa: E402
 
@@ -76,11 +77,6 @@ def in_process_variant(variant: Variant) -> Variant:
 
 
 # --- data ---------------------------------------------------------------------------------------------------
-def point_paths_to(work_dir: Path) -> None:
-    for name in ("raw", "preprocessed", "results"):
-        os.environ[f"cctr_{name}"] = str(work_dir / name)
-
-
 def prepare_dataset(work_dir: Path, num_cases: int, seed: int) -> dict[str, Any]:
     """Phantom dataset, planned and preprocessed for this CPU (reused when already there); returns plans.json."""
     from cctrnet import paths

@@ -17,11 +17,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from benchmarks.environment import NNUNET_VENV
 from benchmarks.reproduce.jobs import Job
 from benchmarks.reproduce.runner import JobError, StepRecorder, evaluate, labeled_cases_for
 from benchmarks.reproduce.store import WorkFolder, read_json, write_json_atomic
 
-DEFAULT_VENV = Path(os.environ.get("CCTR_BENCH_NNUNET_VENV", Path.home() / ".cache" / "cctrnet-bench" / "venv-nnunet"))
 TRAINER = "nnUNetTrainer_CCTRBench"
 MAX_ITERATIONS_PER_EPOCH = 50
 TRAINER_SOURCE = '''"""Written by cctrnet's benchmarks/reproduce/nnunet.py: nnU-Net with the benchmark's iteration budget."""
@@ -130,7 +130,7 @@ def seconds_per_iteration_from_log(results_folder: Path, iterations_per_epoch: i
 
 
 def run_nnunet_job(work: WorkFolder, job: Job, prepared: dict, plan_mode: str, disable_tta: bool,
-                   venv: Path = DEFAULT_VENV, echo: bool = True) -> dict[str, Any]:
+                   venv: Path = NNUNET_VENV, echo: bool = True) -> dict[str, Any]:
     install_trainer(venv)
     folder = work.run_folder(job.job_id)
     root = folder / "nnunet"

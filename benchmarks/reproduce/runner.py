@@ -74,8 +74,13 @@ def _children_cpu_seconds() -> float:
 
 # --- datasets ----------------------------------------------------------------------------------------------
 def dataset_folder_name(root: Path, dataset_id: int) -> str | None:
-    found = sorted(p.name for p in Path(root).glob(f"Dataset{dataset_id:03d}_*") if p.is_dir())
-    return found[0] if found else None
+    """``DatasetXXX_Name`` of id ``dataset_id`` under ``root`` (raw or preprocessed), None when absent."""
+    from cctrnet.dataset.raw_dataset import DatasetNotFoundError, find_dataset_folder
+
+    try:
+        return find_dataset_folder(dataset_id, Path(root)).name
+    except DatasetNotFoundError:
+        return None
 
 
 def check_generator(dataset: str) -> str | None:
