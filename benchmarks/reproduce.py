@@ -26,7 +26,8 @@ if str(REPOSITORY) not in sys.path:
 
 from benchmarks.reproduce.jobs import (DATASETS, METHOD_ALIASES, PREPARE_SECONDS, TABLES, Job, Selection,  # noqa: E402
                                        build_jobs, default_iterations)
-from benchmarks.reproduce.store import DEFAULT_WORK_DIR, WorkFolder, write_json_atomic  # noqa: E402
+from benchmarks.reproduce.store import DEFAULT_WORK_DIR, WorkFolder  # noqa: E402
+from cctrnet.utilities.file_io import save_json  # noqa: E402
 
 DEFAULT_CPU_STEP_SECONDS = 0.6
 
@@ -114,7 +115,7 @@ def run_job(work: WorkFolder, job: Job, prepared: dict, args: argparse.Namespace
         record.update({"status": "failed", "error": runner.describe_error(error),
                        "traceback": traceback.format_exc(limit=5)})
     record["wall_seconds"] = round(time.perf_counter() - started, 1)
-    write_json_atomic(record, work.result_path(job.job_id))
+    save_json(record, work.result_path(job.job_id))
     return record
 
 

@@ -15,7 +15,8 @@ from benchmarks.reproduce.jobs import (ABLATION_METHODS, CORE_METHODS, Job, Sele
                                        default_iterations, quality_every, table_methods)
 from benchmarks.reproduce.nnunet import epoch_split  # noqa: E402
 from benchmarks.reproduce.runner import metrics_from_summary, train_command  # noqa: E402
-from benchmarks.reproduce.store import WorkFolder, write_json_atomic  # noqa: E402
+from benchmarks.reproduce.store import WorkFolder  # noqa: E402
+from cctrnet.utilities.file_io import save_json  # noqa: E402
 from benchmarks.reproduce.tables import aggregate_row, build_table, mean_std, render_markdown  # noqa: E402
 
 
@@ -75,8 +76,8 @@ def test_default_iterations_fit_the_target_and_quality_points():
 
 def test_resume_skips_only_finished_jobs(tmp_path):
     work = WorkFolder(tmp_path)
-    write_json_atomic({"status": "ok"}, work.result_path("a"))
-    write_json_atomic({"status": "failed", "error": "x"}, work.result_path("b"))
+    save_json({"status": "ok"}, work.result_path("a"))
+    save_json({"status": "failed", "error": "x"}, work.result_path("b"))
     assert work.finished("a") and not work.finished("b") and not work.finished("c")
     (work.root / "jobs" / "broken.json").write_text("{half")
     assert not work.finished("broken")

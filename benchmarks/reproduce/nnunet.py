@@ -20,7 +20,8 @@ from typing import Any
 from benchmarks.environment import NNUNET_VENV
 from benchmarks.reproduce.jobs import Job
 from benchmarks.reproduce.runner import JobError, StepRecorder, evaluate, labeled_cases_for
-from benchmarks.reproduce.store import WorkFolder, read_json, write_json_atomic
+from benchmarks.reproduce.store import WorkFolder, read_json
+from cctrnet.utilities.file_io import save_json
 
 TRAINER = "nnUNetTrainer_CCTRBench"
 MAX_ITERATIONS_PER_EPOCH = 50
@@ -112,7 +113,7 @@ def apply_our_plan(plans_path: Path, our_configuration: dict) -> dict[str, Any]:
     configuration["patch_size"] = list(our_configuration["patch_size_yx"])
     configuration["batch_size"] = int(our_configuration["batch_size"])
     configuration["data_identifier"] = "nnUNetPlans_2d_cctrplan"
-    write_json_atomic(plans, plans_path)
+    save_json(plans, plans_path)
     after = {"spacing": configuration["spacing"], "patch_size": configuration["patch_size"],
              "batch_size": configuration["batch_size"], "features_per_stage": kwargs["features_per_stage"]}
     return {"nnunet_own_plan": before, "used_plan": after}
@@ -161,7 +162,7 @@ def run_nnunet_job(work: WorkFolder, job: Job, prepared: dict, plan_mode: str, d
                                                         for k in ("spacing", "patch_size", "batch_size")}}
         recorder.run("nnunet_preprocess", [str(bin_ / "nnUNetv2_preprocess"), "-d", str(nnunet_id), "-c", "2d",
                                            "-np", "1"])
-        write_json_atomic(plan_record, folder / "nnunet_plan.json")
+        save_json(plan_record, folder / "nnunet_plan.json")
     model = root / "nnUNet_results" / raw.name / f"{TRAINER}__nnUNetPlans__2d" / "fold_all"
     if not (model / "checkpoint_final.pth").exists():
         resume = (model / "checkpoint_latest.pth").exists()

@@ -8,7 +8,8 @@ from typing import Any, Sequence
 
 from benchmarks.reproduce.figures import bar_chart, pseudo_label_curves
 from benchmarks.reproduce.jobs import Job, Selection
-from benchmarks.reproduce.store import WorkFolder, read_json, write_json_atomic
+from benchmarks.reproduce.store import WorkFolder, read_json
+from cctrnet.utilities.file_io import save_json
 from benchmarks.reproduce.tables import build_table, render_markdown
 
 REPOSITORY = Path(__file__).resolve().parent.parent.parent
@@ -66,7 +67,7 @@ def write_table_outputs(table: str, selection: Selection, jobs: Sequence[Job], w
             "blocks": blocks, "runs": {jid: results[jid] for jid in sorted(wanted) if jid in results}}
     json_path = work.root / f"reproduce_{table}.json"
     md_path = work.root / f"reproduce_{table}.md"
-    write_json_atomic(data, json_path)
+    save_json(data, json_path)
     md_path.write_text(markdown)
     png = bar_chart(blocks, TITLES[table].split(":")[0] + f" ({iterations} iterations)",
                     work.root / f"reproduce_{table}.png")

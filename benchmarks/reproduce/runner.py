@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.reproduce.jobs import DATASETS, Job, quality_every
-from benchmarks.reproduce.store import WorkFolder, read_json, write_json_atomic
+from benchmarks.reproduce.store import WorkFolder, read_json
+from cctrnet.utilities.file_io import save_json
 
 
 class JobError(RuntimeError):
@@ -123,7 +124,7 @@ def prepare_dataset(work: WorkFolder, dataset: str, cpu_step_seconds: float, ech
               "branch_b": configuration["branch_b"]["network_class"],
               "estimated_step_seconds": configuration.get("estimated_cost", {}).get("step_seconds_both_branches"),
               "labels": plans.get("labels"), "steps": recorder.steps}
-    write_json_atomic(result, path)
+    save_json(result, path)
     return result
 
 

@@ -1,28 +1,12 @@
-"""The work folder's layout and its result files: one JSON per job, written atomically; a rerun skips them."""
+"""The work folder's layout and its result files: one JSON per job (written with save_json); a rerun skips them."""
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 DEFAULT_WORK_DIR = Path(__file__).resolve().parent.parent / "results" / "reproduce"
-
-
-def write_json_atomic(data: Any, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(data, handle, indent=2, default=str, allow_nan=True)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def read_json(path: Path) -> Any | None:

@@ -26,10 +26,18 @@ def atomic_path(final_path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp_name)
     try:
         yield tmp_path
+        # mkstemp creates the file readable by its owner only; give it the mode a plain open() would
+        os.chmod(tmp_path, 0o666 & ~_current_umask())
         os.replace(tmp_path, final_path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_json(obj: Any, path: str | os.PathLike, indent: int = 2) -> None:
