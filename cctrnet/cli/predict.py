@@ -75,14 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.batch_size < 1 or not 0 < args.step_size <= 1:
         return fail("--batch-size must be at least 1 and --step-size in (0, 1]", EXIT_USAGE)
 
+    if args.reg_only:  # the registration engine sets its own thread count per process
+        return _main_registration_only(args, input_folder, output_folder)
     from cctrnet.utilities.cpu_threads import apply_cpu_threads
 
     try:
         apply_cpu_threads(args.threads)
     except ValueError as error:
         return fail(str(error))
-    if args.reg_only:
-        return _main_registration_only(args, input_folder, output_folder)
 
     from cctrnet import paths
     from cctrnet.inference.model_folder import ModelFolderError, find_model_folder
