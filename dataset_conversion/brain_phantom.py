@@ -19,6 +19,7 @@ import numpy as np
 
 from cctrnet.dataset.geometry import Geometry
 from dataset_conversion.generator_config import GeneratorConfig, Range
+from dataset_conversion.mri_noise import rician_int16
 from dataset_conversion.generated_dataset import (ALLOWED_FILE_ENDINGS, GeneratedDatasetSpec, case_id, case_seed,
                                                  write_generated_dataset)
 
@@ -263,11 +264,8 @@ def generate_brain_subject(template: BrainTemplate, seed: int, config: BrainPhan
 
     intensity *= _bias_field(rng, shape_zyx, rng.uniform(0.0, config.max_bias_log_amplitude))
     sigma = rng.uniform(*config.noise_fraction_range)
-    real = intensity + sigma * rng.standard_normal(shape_zyx)
-    imaginary = sigma * rng.standard_normal(shape_zyx)
     scale = rng.uniform(*config.intensity_scale_range)
-    rician = np.sqrt(real ** 2 + imaginary ** 2) * scale
-    image_out = np.clip(np.rint(rician), 0, np.iinfo(np.int16).max).astype(np.int16)
+    image_out = rician_int16(intensity * scale, sigma * scale, rng, np.float64)
 
     origin_index = first_zyx / np.asarray(template.spacing_zyx_mm)
     origin_xyz = template.geometry.index_zyx_to_physical_xyz(origin_index)

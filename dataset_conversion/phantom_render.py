@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dataset_conversion.mri_noise import rician_int16
 from dataset_conversion.phantom_anatomy import ContourPerturbation, Ellipsoid, HeartShape, SubjectParameters, Tissue
 from dataset_conversion.phantom_config import PhantomConfig
 
@@ -49,11 +50,7 @@ def render_subject(subject: SubjectParameters, config: PhantomConfig, rng: np.ra
 
     appearance = subject.appearance
     clean = relative_intensity * _bias_field(subject, *centre_points) * np.float32(appearance.intensity_scale)
-    noise_sd = np.float32(appearance.noise_fraction * appearance.intensity_scale)
-    real = clean + noise_sd * rng.standard_normal(clean.shape, dtype=np.float32)
-    imaginary = noise_sd * rng.standard_normal(clean.shape, dtype=np.float32)
-    magnitude = np.sqrt(real * real + imaginary * imaginary)  # Rician noise of a magnitude image
-    image = np.clip(np.rint(magnitude), 0, np.iinfo(np.int16).max).astype(np.int16)
+    image = rician_int16(clean, appearance.noise_fraction * appearance.intensity_scale, rng)
     return image, label
 
 
