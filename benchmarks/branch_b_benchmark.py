@@ -109,8 +109,13 @@ def train_candidate(branch_b: str, labeled_cases: list[str], args: argparse.Name
 
 
 # --- prediction ---------------------------------------------------------------------------------------------
-def predict_branches(model_folder: Path, images: Path, out: Path, args: argparse.Namespace) -> dict[str, Path]:
-    """Each branch of the run alone on the test images, with probabilities; cases already there are kept."""
+def predict_branches(model_folder: Path, images: Path, out: Path, args: argparse.Namespace,
+                     check_ensemble: bool = False) -> tuple[dict[str, Path], float | None]:
+    """Each branch of the run alone on the test images, with probabilities; cases already there are kept.
+
+    With ``check_ensemble``, also the largest difference between the mean of the saved probabilities and the
+    predictor's own two-branch output on the first case (the same loaded networks).
+    """
     from cctrnet.inference.input_cases import list_input_cases
     from cctrnet.inference.model_folder import ModelFolder
     from cctrnet.inference.predictor import Predictor
@@ -138,30 +143,17 @@ def predict_branches(model_folder: Path, images: Path, out: Path, args: argparse
             print(f"{model_folder.name}/{name}: predicted {len(report.predicted)} case(s) in "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
         folders[name] = folder
-    return folders
-
-
-def check_ensemble_equivalence(model_folder: Path, images: Path, folders: dict[str, Path],
-                               args: argparse.Namespace) -> float:
-    """Largest difference between the mean of the saved probabilities and the predictor's own two-branch mean."""
-    from cctrnet.inference.input_cases import list_input_cases
-    from cctrnet.inference.model_folder import ModelFolder
-    from cctrnet.inference.predictor import Predictor
-    from cctrnet.inference.sliding_window import SlidingWindowSettings
-    from cctrnet.utilities.device import resolve_device
-
-    model = ModelFolder.load(model_folder)
-    device = resolve_device(args.device)
-    predictor = Predictor(model, list(model.load_networks(device).values()), device,
-                          SlidingWindowSettings(mirroring=args.tta))
-    case = list_input_cases(images, model.num_input_channels)[0][0]  # the test images' first case
+    if not check_ensemble:
+        return folders, None
     import tempfile
 
+    predictor = Predictor(model, list(networks.values()), device, settings)
+    case = list_input_cases(images, model.num_input_channels)[0][0]  # the test images' first case
     with tempfile.TemporaryDirectory() as tmp:
         predictor.predict_case(case.image_files, Path(tmp) / f"{case.case_id}{model.file_ending}", True)
         both = np.load(Path(tmp) / f"{case.case_id}.npz")["probabilities"]
     mean = sum(np.load(f / f"{case.case_id}.npz")["probabilities"] for f in folders.values()) / len(folders)
-    return float(np.abs(both - mean).max())
+    return folders, float(np.abs(both - mean).max())
 
 
 # --- metrics ------------------------------------------------------------------------------------------------
@@ -342,7 +334,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         branch_b = CANDIDATES[label]
         slug = f"{TRAINER}__{branch_b}__labeled{args.labeled}__seed{args.seed}__it{args.iterations}"
         run = train_candidate(branch_b, setup.labeled_cases, args, runs_folder / slug)
-        folders = predict_branches(runs_folder / slug, raw / "imagesTs", predictions_folder / slug, args)
+        first = not results["candidates"]  # the saved probabilities must average to the two-branch output
+        folders, difference = predict_branches(runs_folder / slug, raw / "imagesTs", predictions_folder / slug, args,
+                                               check_ensemble=first)
+        if first:
+            results["ensemble_check_max_abs_difference"] = difference
         metrics = compare(folders["branch_a"], folders["branch_b"], raw / "labelsTs", file_ending, args.max_test_cases)
         results["candidates"][label] = {"branch_b_setting": branch_b, "network_class": run["architectures"]["branch_b"],
                                         "run": run, "metrics": metrics}
@@ -350,11 +346,6 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"joint error {100 * metrics['both_wrong']:.1f} %, disagree {100 * metrics['disagree']:.1f} %", flush=True)
         save_json(results, out)  # what is measured so far survives an interruption
     first = next(iter(results["candidates"].values()), None)
-    if first is not None:  # the saved probabilities average to the predictor's own two-branch output
-        slug_folder = runs_folder / f"{TRAINER}__{first['branch_b_setting']}__labeled{args.labeled}__seed{args.seed}__it{args.iterations}"
-        results["ensemble_check_max_abs_difference"] = check_ensemble_equivalence(
-            slug_folder, raw / "imagesTs", {n: predictions_folder / slug_folder.name / n for n in ("branch_a", "branch_b")},
-            args)
     classes = {"PlainConvUNet": configuration["branch_a"], "ResidualEncoderUNet": None, "Primus2D": None}
     for name in ("ResidualEncoderUNet", "Primus2D"):
         classes[name] = branch_b_of_family(plans, name)
