@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 import time
 import traceback
@@ -25,7 +26,7 @@ if str(REPOSITORY) not in sys.path:
     sys.path.insert(0, str(REPOSITORY))
 
 from benchmarks.reproduce.jobs import (DATASETS, METHOD_ALIASES, PREPARE_SECONDS, TABLES, Job, Selection,  # noqa: E402
-                                       build_jobs, default_iterations)
+                                       build_jobs, calibration, default_iterations)
 from benchmarks.reproduce.store import DEFAULT_WORK_DIR, WorkFolder  # noqa: E402
 from cctrnet.utilities.file_io import save_json  # noqa: E402
 
@@ -54,12 +55,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tta", dest="disable_tta", action="store_false",
                         help="predict with mirroring (cctrnet and nnU-Net; about 4x slower prediction). Default: "
                              "no mirroring for every method, to fit the hour")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="jobs run side by side, each with cores/workers torch threads ($OMP_NUM_THREADS, "
+                             "unless set); default: %(default)s on this machine (one per 1 of up to 2 cores: "
+                             "small 2d networks use one core better than two)")
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR)
     parser.add_argument("--no-publish", action="store_true",
                         help="do not copy tables to benchmarks/results/ and figures to documentation/images/")
     parser.add_argument("--report-only", action="store_true", help="rebuild tables and figures from finished jobs")
     parser.add_argument("--dry-run", action="store_true", help="print the job list with estimated times and exit")
     return parser.parse_args(argv)
+
+
+def default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
 
 
 def selection_of(args: argparse.Namespace) -> Selection:
@@ -73,14 +82,15 @@ def job_record(job: Job) -> dict:
             "settings": list(m.settings), "labeled": job.labeled, "seed": job.seed, "iterations": job.iterations}
 
 
-def print_dry_run(jobs: list[Job], work: WorkFolder, args: argparse.Namespace, iterations: int) -> None:
+def print_dry_run(jobs: list[Job], work: WorkFolder, args: argparse.Namespace, iterations: int,
+                  measured: dict[str, tuple[float, float]]) -> None:
     total, pending = 0.0, 0
     print(f"{len(jobs)} job(s), {iterations} iterations each (trained methods), CPU plan budget "
           f"{args.cpu_step_seconds} s/step, work folder {work.root}")
     print(f"{'job':62s} {'state':9s} {'estimate':>9s}")
     for job in jobs:
         done = work.finished(job.job_id)
-        seconds = 0.0 if done else job.estimated_seconds(args.cpu_step_seconds)
+        seconds = 0.0 if done else job.estimated_seconds(args.cpu_step_seconds, measured)
         total += seconds
         pending += not done
         print(f"{job.job_id:62s} {'done' if done else 'to run':9s} {seconds / 60:8.1f}m")
@@ -88,8 +98,11 @@ def print_dry_run(jobs: list[Job], work: WorkFolder, args: argparse.Namespace, i
 
     prepare = sum(PREPARE_SECONDS for d in sorted({j.dataset for j in jobs})
                   if (read_json(work.prepare_path(d)) or {}).get("status") != "ok")
-    print(f"estimated: {total / 3600:.2f} h for {pending} job(s) to run, plus {prepare / 3600:.2f} h to generate, "
-          f"plan, preprocess and register the dataset(s) not yet prepared; total {(total + prepare) / 3600:.2f} h")
+    wall = total / max(1, args.workers)
+    source = f"{len(measured)} method(s) timed from finished jobs here, the others" if measured else "all"
+    print(f"estimated ({source} from the built-in step times): {total / 3600:.2f} h of job time for {pending} "
+          f"job(s) to run, {wall / 3600:.2f} h with {args.workers} worker(s), plus {prepare / 3600:.2f} h to "
+          f"generate, plan, preprocess and register the dataset(s) not yet prepared; total {(wall + prepare) / 3600:.2f} h")
 
 
 def run_job(work: WorkFolder, job: Job, prepared: dict, args: argparse.Namespace) -> dict:
@@ -112,6 +125,9 @@ def run_job(work: WorkFolder, job: Job, prepared: dict, args: argparse.Namespace
     except KeyboardInterrupt:
         raise
     except Exception as error:  # recorded; the benchmark goes on with the next job
+        if runner.STOPPING.is_set():  # killed by the stop: the rerun resumes it, it did not fail
+            record.update({"status": "interrupted"})
+            return record
         record.update({"status": "failed", "error": runner.describe_error(error),
                        "traceback": traceback.format_exc(limit=5)})
     record["wall_seconds"] = round(time.perf_counter() - started, 1)
@@ -119,43 +135,89 @@ def run_job(work: WorkFolder, job: Job, prepared: dict, args: argparse.Namespace
     return record
 
 
+def run_jobs(jobs: list[Job], work: WorkFolder, args: argparse.Namespace) -> None:
+    """Prepare each dataset once, then run the jobs not yet finished, ``args.workers`` at a time."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from benchmarks.reproduce import runner
+
+    if args.workers > 1 and "OMP_NUM_THREADS" not in os.environ:  # inherited by every job's commands
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.workers))
+    prepared: dict[str, dict | None] = {}
+    for dataset in dict.fromkeys(j.dataset for j in jobs):
+        runner.log(f"[prepare] {dataset}")
+        try:
+            prepared[dataset] = runner.prepare_dataset(work, dataset, args.cpu_step_seconds)
+        except Exception as error:
+            prepared[dataset] = None
+            runner.log(f"[prepare] {dataset} FAILED, its jobs are skipped: {runner.describe_error(error)}")
+    todo = []
+    for index, job in enumerate(jobs, 1):
+        if work.finished(job.job_id):
+            runner.log(f"[{index}/{len(jobs)}] {job.job_id}: done, skipped")
+        elif prepared[job.dataset] is not None:
+            todo.append((index, job))
+
+    def one(index: int, job: Job) -> dict:
+        runner.log(f"[{index}/{len(jobs)}] {job.job_id} (about {job.estimated_seconds(args.cpu_step_seconds, args.measured) / 60:.1f} min)")
+        return run_job(work, job, prepared[job.dataset], args)
+
+    def report(index: int, job: Job, record: dict) -> None:
+        if record["status"] == "interrupted":
+            return
+        summary = (f"mean Dice {record['metrics']['mean_dice']:.1f} %" if record["status"] == "ok"
+                   and record["metrics"]["mean_dice"] is not None else record.get("error", "").splitlines()[0])
+        runner.log(f"[{index}/{len(jobs)}] {job.job_id} {record['status']} in {record['wall_seconds']:.0f} s: {summary}")
+
+    if args.workers <= 1:
+        for index, job in todo:
+            report(index, job, one(index, job))
+        return
+    with ThreadPoolExecutor(max_workers=args.workers) as pool:
+        futures = {pool.submit(one, index, job): (index, job) for index, job in todo}
+        try:
+            for future in as_completed(futures):
+                report(*futures[future], future.result())
+        except KeyboardInterrupt:
+            for future in futures:
+                future.cancel()
+            runner.stop_running_commands()
+            raise
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     selection = selection_of(args)
+    if args.workers < 1:
+        print("reproduce.py: --workers must be at least 1", file=sys.stderr)
+        return 2
+    work = WorkFolder(args.work_dir)
+    args.measured = calibration(work.all_results())
     try:
         iterations = args.iterations or default_iterations(selection, args.cpu_step_seconds,
-                                                           args.target_hours * 3600.0)
+                                                           args.target_hours * 3600.0, workers=args.workers,
+                                                           measured=args.measured)
         jobs = build_jobs(selection, iterations)
     except ValueError as error:
         print(f"reproduce.py: {error}", file=sys.stderr)
         return 2
-    work = WorkFolder(args.work_dir)
     if args.dry_run:
-        print_dry_run(jobs, work, args, iterations)
+        print_dry_run(jobs, work, args, iterations, args.measured)
         return 0
     from benchmarks.reproduce import report, runner
 
     if not args.report_only:
-        prepared: dict[str, dict | None] = {}
-        for dataset in dict.fromkeys(j.dataset for j in jobs):
-            runner.log(f"[prepare] {dataset}")
-            try:
-                prepared[dataset] = runner.prepare_dataset(work, dataset, args.cpu_step_seconds)
-            except Exception as error:
-                prepared[dataset] = None
-                runner.log(f"[prepare] {dataset} FAILED, its jobs are skipped: {runner.describe_error(error)}")
-        for index, job in enumerate(jobs, 1):
-            if work.finished(job.job_id):
-                runner.log(f"[{index}/{len(jobs)}] {job.job_id}: done, skipped")
-                continue
-            if prepared[job.dataset] is None:
-                continue
-            runner.log(f"[{index}/{len(jobs)}] {job.job_id} (about {job.estimated_seconds(args.cpu_step_seconds) / 60:.1f} min)")
-            record = run_job(work, job, prepared[job.dataset], args)
-            summary = (f"mean Dice {record['metrics']['mean_dice']:.1f} %" if record["status"] == "ok"
-                       and record["metrics"]["mean_dice"] is not None else record.get("error", "").splitlines()[0])
-            runner.log(f"    {record['status']} in {record['wall_seconds']:.0f} s: {summary}")
+        runner.install_stop_signals()
+        problem = runner.check_commands(work.environment())
+        if problem:
+            print(f"reproduce.py: {problem}", file=sys.stderr)
+            return 2
+        try:
+            run_jobs(jobs, work, args)
+        except KeyboardInterrupt:
+            runner.log("stopped: running commands were asked to save and stop; run the same command to resume")
+            return 130
     for table in selection.tables:
         text = report.write_table_outputs(table, selection, jobs, work, args, iterations, publish=not args.no_publish)
         print(text)

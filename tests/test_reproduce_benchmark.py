@@ -137,3 +137,93 @@ def test_metrics_from_summary():
 def test_epoch_split_keeps_the_iteration_budget(iterations, expected):
     epochs, per_epoch = epoch_split(iterations)
     assert (epochs, per_epoch) == expected and epochs * per_epoch == iterations
+
+
+def _timed_result(job: Job, per_iteration: float, outside: float, resumed: bool = False) -> dict:
+    training = per_iteration * job.iterations
+    steps = [{"name": "train", "wall_seconds": training}, {"name": "predict", "wall_seconds": outside - 1.0},
+             {"name": "evaluate", "wall_seconds": 1.0}]
+    record = {"id": job.job_id, "dataset": job.dataset, "kind": job.method.kind, "trainer": job.method.trainer,
+              "settings": list(job.method.settings), "labeled": job.labeled, "seed": job.seed,
+              "iterations": job.iterations}
+    return {"job": record, "status": "ok", "resumed": resumed, "steps": steps,
+            "train_seconds_per_iteration": per_iteration}
+
+
+def test_calibration_from_finished_jobs_replaces_built_in_estimates():
+    from benchmarks.reproduce.jobs import calibration
+
+    cts = CORE_METHODS[2]
+    ablation = ABLATION_METHODS[1]
+    results = {"a": _timed_result(Job("phantom", cts, 1, 0, 300), 1.0, 60.0),
+               "b": _timed_result(Job("phantom", cts, 2, 0, 300), 2.0, 80.0),
+               "c": _timed_result(Job("phantom", cts, 1, 1, 300), 9.0, 999.0, resumed=True),  # not a timing
+               "d": _timed_result(Job("phantom", ablation, 1, 0, 300), 3.0, 50.0)}
+    measured = calibration(results)
+    assert measured["phantom/CTSTrainer"] == pytest.approx((1.5, 70.0))
+    assert measured["phantom/CCTRTrainer-brs_false-reps_false-scl_false"] == pytest.approx((3.0, 50.0))
+    assert Job("phantom", cts, 1, 5, 100).estimated_seconds(0.6, measured) == pytest.approx(70.0 + 150.0)
+    # another dataset keeps the built-in estimate
+    assert Job("brain", cts, 1, 0, 100).estimated_seconds(0.6, measured) == Job("brain", cts, 1, 0, 100).estimated_seconds(0.6)
+    # two workers: twice the job time fits the same wall-clock target
+    selection = Selection(datasets=["phantom"], labeled=[1], seeds=[0])
+    assert default_iterations(selection, 0.6, 3600, workers=2) > default_iterations(selection, 0.6, 3600, workers=1)
+
+
+def test_nnunet_entry_holds_torch_threads(monkeypatch):
+    import torch
+
+    from benchmarks.reproduce import nnunet_entry
+
+    before = torch.get_num_threads()
+    original = torch.set_num_threads
+    try:
+        nnunet_entry.hold_torch_threads(1)
+        torch.set_num_threads(8)  # what nnU-Net's CPU entry points do
+        assert torch.get_num_threads() == 1
+    finally:
+        monkeypatch.setattr(torch, "set_num_threads", original)
+        torch.set_num_threads(before)
+    assert nnunet_entry.main(["nnUNetv2_unknown"]) == 2
+    assert set(nnunet_entry.ENTRY_POINTS) >= {"nnUNetv2_train", "nnUNetv2_predict"}
+
+
+def test_check_commands_names_a_broken_install(tmp_path):
+    from benchmarks.reproduce.runner import check_commands
+
+    assert "not on PATH" in check_commands({"PATH": str(tmp_path)})
+    broken = tmp_path / "cctr_train"
+    broken.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'cctrnet'\" >&2\nexit 1\n")
+    broken.chmod(0o755)
+    for name in ("cctr_predict", "cctr_evaluate"):
+        (tmp_path / name).symlink_to(broken)
+    problem = check_commands({"PATH": str(tmp_path)})
+    assert "does not start" in problem and "No module named 'cctrnet'" in problem
+
+
+def test_stop_passes_sigint_to_running_commands(tmp_path):
+    import threading
+    import time
+
+    from benchmarks.reproduce import runner
+
+    script = tmp_path / "child.py"
+    script.write_text("import signal, sys, time\n"
+                      "signal.signal(signal.SIGINT, lambda *a: (print('saved', flush=True), sys.exit(3)))\n"
+                      "print('started', flush=True)\ntime.sleep(60)\n")
+    log = tmp_path / "child.log"
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault(
+        "result", runner.run_logged([sys.executable, str(script)], {}, log)))
+    thread.start()
+    for _ in range(200):
+        if log.exists() and "started" in log.read_text():
+            break
+        time.sleep(0.05)
+    try:
+        runner.stop_running_commands(grace_seconds=10)
+        thread.join(20)
+        assert outcome["result"][0] == 3 and "saved" in log.read_text()
+        assert runner.STOPPING.is_set()
+    finally:
+        runner.STOPPING.clear()

@@ -60,16 +60,15 @@ METHOD_ALIASES = {"LS": "LS", "CPS": "CPS", "CTS": "CTS", "CCTR": "CCT-R", "CCT-
                   "regonly": "registration only", "nnunet": "nnU-Net v2 2d", "FS": "FS (all labels)"}
 ABLATION_DATASETS = ("phantom",)
 
-# Seconds per training iteration on this 2-core machine at the default CPU plan (--cpu-step-seconds 0.6),
-# from benchmarks/training_benchmark.py (LS, CTS, CCT-R) and interpolated for the others; nnU-Net's from a
-# 20-iteration smoke run (nnU-Net's pipeline with our patch/batch/network, see nnunet.py) on a loaded machine
-# (2.8 s/it including its first-epoch start; 1.0 assumed unloaded): re-measure before trusting estimates.
-SECONDS_PER_ITERATION = {"LabeledOnlyTrainer": 0.19, "CPSTrainer": 0.62, "CTSTrainer": 0.69,
-                         "CCTRTrainer": 0.85, "CCTRTrainer-ablation": 0.80, "nnunet": 1.0}
+# Seconds per training iteration and per job outside training on this 2-core machine at the default CPU plan
+# (--cpu-step-seconds 0.6), measured with two jobs side by side, one torch thread each (the default
+# --workers 2): medians of the phantom core-table jobs, 300 iterations, 2026-11-26. nnU-Net's per-iteration
+# time is LS's (one network of the same topology and batch); its fixed cost is planning, preprocessing and
+# prediction of the 10 test cases. Finished jobs in the work folder replace these (see calibration()).
+SECONDS_PER_ITERATION = {"LabeledOnlyTrainer": 0.33, "CPSTrainer": 1.0, "CTSTrainer": 1.25,
+                         "CCTRTrainer": 2.0, "CCTRTrainer-ablation": 1.8, "nnunet": 0.4}
 REFERENCE_CPU_STEP_SECONDS = 0.6
-# Seconds outside the training loop per job: start-up, prediction of the 10 test cases without mirroring,
-# evaluation (smoke run on a machine loaded 3-7 on 2 cores took about twice these).
-OVERHEAD_SECONDS = {"train": 120.0, "regonly": 50.0, "nnunet": 180.0}
+OVERHEAD_SECONDS = {"train": 65.0, "regonly": 100.0, "nnunet": 240.0}
 PREPARE_SECONDS = 15 * 60.0  # generate + plan + preprocess + 380 registrations, per dataset
 
 
@@ -87,12 +86,50 @@ class Job:
         budget = f"__it{self.iterations}" if self.method.kind in ("train", "nnunet") else ""
         return f"{self.dataset}__{self.method.slug}__L{labeled}__s{self.seed}{budget}"
 
-    def estimated_seconds(self, cpu_step_seconds: float) -> float:
+    def estimated_seconds(self, cpu_step_seconds: float, measured: dict[str, tuple[float, float]] | None = None
+                          ) -> float:
+        """Wall seconds of this job with one worker's share of the machine; ``measured`` from calibration()."""
+        found = (measured or {}).get(f"{self.dataset}/{self.method.slug}")
+        if found is not None:  # (seconds per iteration, seconds outside training) of finished jobs like it
+            per_iteration, overhead = found
+            if self.method.kind == "regonly":
+                return overhead * (self.labeled or 1)
+            return overhead + self.iterations * per_iteration
         scale = cpu_step_seconds / REFERENCE_CPU_STEP_SECONDS
         overhead = OVERHEAD_SECONDS[self.method.kind] * max(scale, 0.3)
         if self.method.kind == "regonly":
             return overhead * (self.labeled or 1)
         return overhead + self.iterations * seconds_per_iteration(self.method) * scale
+
+
+def calibration(results: dict[str, dict]) -> dict[str, tuple[float, float]]:
+    """``dataset/method slug`` -> (median seconds per training iteration, median seconds outside training)
+    over finished, not resumed jobs of at least 50 iterations; registration-only: seconds per labeled case."""
+    samples: dict[str, list[tuple[float, float]]] = {}
+    for result in results.values():
+        job = result.get("job", {})
+        if result.get("status") != "ok" or result.get("resumed") or "steps" not in result:
+            continue
+        steps = result["steps"]
+        training = sum(s["wall_seconds"] for s in steps if s["name"] in ("train", "nnunet_train"))
+        outside = sum(s["wall_seconds"] for s in steps) - training
+        if job.get("kind") == "regonly":
+            samples.setdefault(f"{job['dataset']}/regonly", []).append((0.0, outside / (job.get("labeled") or 1)))
+            continue
+        iterations = job.get("iterations") or 0
+        per_iteration = result.get("train_seconds_per_iteration") or (training / iterations if iterations else None)
+        if iterations < 50 or not per_iteration or not training:
+            continue
+        slug = job["kind"] if job.get("kind") == "nnunet" else "-".join(
+            [job.get("trainer") or "", *(x.replace("=", "_") for x in job.get("settings", []))])
+        samples.setdefault(f"{job['dataset']}/{slug}", []).append((per_iteration, outside))
+    return {key: (_median([a for a, _ in values]), _median([b for _, b in values])) for key, values in samples.items()}
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def seconds_per_iteration(method: Method) -> float:
@@ -143,10 +180,13 @@ def build_jobs(selection: Selection, iterations: int) -> list[Job]:
 
 
 def default_iterations(selection: Selection, cpu_step_seconds: float, target_seconds: float = 3600.0,
-                       minimum: int = 100, multiple: int = 50) -> int:
-    """Iterations that make the selected jobs (preparation excluded) take about ``target_seconds``."""
-    fixed = sum(j.estimated_seconds(cpu_step_seconds) for j in build_jobs(selection, 0))
-    per_iteration = sum(j.estimated_seconds(cpu_step_seconds) for j in build_jobs(selection, 1)) - fixed
+                       minimum: int = 100, multiple: int = 50, workers: int = 1,
+                       measured: dict[str, tuple[float, float]] | None = None) -> int:
+    """Iterations that make the selected jobs (preparation excluded) take about ``target_seconds`` of wall
+    time with ``workers`` jobs side by side (job seconds are per worker)."""
+    target_seconds = target_seconds * max(1, workers)
+    fixed = sum(j.estimated_seconds(cpu_step_seconds, measured) for j in build_jobs(selection, 0))
+    per_iteration = sum(j.estimated_seconds(cpu_step_seconds, measured) for j in build_jobs(selection, 1)) - fixed
     if per_iteration <= 0:
         return minimum
     iterations = (target_seconds - fixed) / per_iteration

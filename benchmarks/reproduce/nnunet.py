@@ -24,6 +24,7 @@ from benchmarks.reproduce.store import WorkFolder, read_json
 from cctrnet.utilities.file_io import save_json
 
 TRAINER = "nnUNetTrainer_CCTRBench"
+ENTRY_SCRIPT = Path(__file__).resolve().with_name("nnunet_entry.py")
 MAX_ITERATIONS_PER_EPOCH = 50
 TRAINER_SOURCE = '''"""Written by cctrnet's benchmarks/reproduce/nnunet.py: nnU-Net with the benchmark's iteration budget."""
 import os
@@ -147,11 +148,13 @@ def run_nnunet_job(work: WorkFolder, job: Job, prepared: dict, plan_mode: str, d
     labeled, labeled_from = labeled_cases_for(work, job, prepared)
     raw_source = work.raw / prepared["dataset_name"]
     raw = write_raw_dataset(root / "nnUNet_raw", nnunet_id, raw_source, labeled)
-    bin_ = venv / "bin"
+    def nnunet(command: str) -> list[str]:  # through nnunet_entry.py: torch threads = $OMP_NUM_THREADS
+        return [str(venv / "bin" / "python"), str(ENTRY_SCRIPT), command]
+
     plans_path = root / "nnUNet_preprocessed" / raw.name / "nnUNetPlans.json"
     plan_record = read_json(folder / "nnunet_plan.json")
     if plan_record is None:
-        recorder.run("nnunet_plan", [str(bin_ / "nnUNetv2_plan_and_preprocess"), "-d", str(nnunet_id), "-c", "2d",
+        recorder.run("nnunet_plan", [*nnunet("nnUNetv2_plan_and_preprocess"), "-d", str(nnunet_id), "-c", "2d",
                                      "-np", "1", "-npfp", "1", "--no_pp"])
         if plan_mode == "ours":
             our = read_json(work.preprocessed / prepared["dataset_name"] / "plans.json")["configurations"]["2d"]
@@ -160,16 +163,16 @@ def run_nnunet_job(work: WorkFolder, job: Job, prepared: dict, plan_mode: str, d
             configuration = read_json(plans_path)["configurations"]["2d"]
             plan_record = {"mode": "own", "used_plan": {k: configuration.get(k)
                                                         for k in ("spacing", "patch_size", "batch_size")}}
-        recorder.run("nnunet_preprocess", [str(bin_ / "nnUNetv2_preprocess"), "-d", str(nnunet_id), "-c", "2d",
+        recorder.run("nnunet_preprocess", [*nnunet("nnUNetv2_preprocess"), "-d", str(nnunet_id), "-c", "2d",
                                            "-np", "1"])
         save_json(plan_record, folder / "nnunet_plan.json")
     model = root / "nnUNet_results" / raw.name / f"{TRAINER}__nnUNetPlans__2d" / "fold_all"
     if not (model / "checkpoint_final.pth").exists():
         resume = (model / "checkpoint_latest.pth").exists()
-        recorder.run("nnunet_train", [str(bin_ / "nnUNetv2_train"), str(nnunet_id), "2d", "all", "-tr", TRAINER,
+        recorder.run("nnunet_train", [*nnunet("nnUNetv2_train"), str(nnunet_id), "2d", "all", "-tr", TRAINER,
                                       "-device", "cpu", *(["--c"] if resume else [])])
     predictions = folder / "predictions"
-    command = [str(bin_ / "nnUNetv2_predict"), "-i", str(raw_source / "imagesTs"), "-o", str(predictions),
+    command = [*nnunet("nnUNetv2_predict"), "-i", str(raw_source / "imagesTs"), "-o", str(predictions),
                "-d", str(nnunet_id), "-c", "2d", "-f", "all", "-tr", TRAINER, "-device", "cpu",
                "-chk", "checkpoint_final.pth", "-npp", "1", "-nps", "1"]
     recorder.run("nnunet_predict", command + (["--disable_tta"] if disable_tta else []))

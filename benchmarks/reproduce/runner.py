@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,28 +45,84 @@ class StepRecorder:
         return step
 
 
+_RUNNING: set[subprocess.Popen] = set()  # commands running now, in any worker thread
+_RUNNING_LOCK = threading.Lock()
+STOPPING = threading.Event()  # set on Ctrl-C / SIGTERM: jobs that end now are not recorded as failed
+
+
 def run_logged(command: list[str], env: dict[str, str], log_path: Path) -> tuple[int, float, float]:
     """Run a command with its output in ``log_path``; (exit code, wall seconds, CPU seconds of the children).
 
     The command gets its own process group and its output goes straight to the file (no pipe), so it
-    survives the benchmark being killed; Ctrl-C is passed on as SIGINT, which makes cctr_train save
-    checkpoint_latest.pth (resumed by the rerun with --c), and then re-raised.
+    survives the benchmark being killed. A stop (Ctrl-C, or SIGTERM via :func:`install_stop_signals`) is
+    passed on to every running command as SIGINT, which makes cctr_train save checkpoint_latest.pth (resumed by
+    the rerun with --c). CPU seconds count all children of this process, so with several workers they are
+    only indicative.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cpu_before = _children_cpu_seconds()
     started = time.perf_counter()
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with _RUNNING_LOCK:
+            _RUNNING.add(process)
         try:
             return_code = process.wait()
         except KeyboardInterrupt:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+            stop_running_commands()
             raise
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(process)
     return return_code, time.perf_counter() - started, _children_cpu_seconds() - cpu_before
+
+
+def stop_running_commands(grace_seconds: float = 120.0) -> None:
+    """SIGINT to every running command's process group; SIGKILL to those still running after the grace time."""
+    STOPPING.set()
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for process in running:
+        _signal_group(process, signal.SIGINT)
+    deadline = time.monotonic() + grace_seconds
+    for process in running:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+
+
+def _signal_group(process: subprocess.Popen, signal_number: int) -> None:
+    try:
+        os.killpg(process.pid, signal_number)
+    except ProcessLookupError:
+        pass
+
+
+def install_stop_signals() -> None:
+    """Ctrl-C and SIGTERM both stop the benchmark cleanly (KeyboardInterrupt in the main thread).
+
+    SIGINT is installed explicitly because a shell starts background commands (``nohup ... &``) with SIGINT
+    ignored, and Python keeps it ignored: ``kill -INT`` then did nothing to the benchmark itself.
+    """
+    def interrupt(signal_number, frame):
+        raise KeyboardInterrupt(f"signal {signal_number}")
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def check_commands(env: dict[str, str]) -> str | None:
+    """None when cctrnet's console commands start in ``env``, else what is wrong (a stale editable install
+    makes every job fail at once with ModuleNotFoundError)."""
+    for command in ("cctr_train", "cctr_predict", "cctr_evaluate"):
+        if shutil.which(command, path=env.get("PATH")) is None:
+            return f"{command} is not on PATH: install cctrnet (pip install -e .)"
+    found = subprocess.run(["cctr_train", "--help"], env=env, capture_output=True, text=True)
+    if found.returncode != 0:
+        tail = (found.stderr or found.stdout).strip().splitlines()[-1:]
+        return f"cctr_train does not start ({' '.join(tail)}): reinstall cctrnet with pip install -e ."
+    return None
 
 
 def _children_cpu_seconds() -> float:
