@@ -79,7 +79,7 @@ def selection_of(args: argparse.Namespace) -> Selection:
 def job_record(job: Job) -> dict:
     m = job.method
     return {"id": job.job_id, "dataset": job.dataset, "kind": m.kind, "method_label": m.label, "trainer": m.trainer,
-            "settings": list(m.settings), "labeled": job.labeled, "seed": job.seed, "iterations": job.iterations}
+            "settings": list(job.run_settings), "labeled": job.labeled, "seed": job.seed, "iterations": job.iterations}
 
 
 def print_dry_run(jobs: list[Job], work: WorkFolder, args: argparse.Namespace, iterations: int,

@@ -40,9 +40,10 @@ def test_ablation_reuses_core_runs_and_stays_on_phantom():
     both = build_jobs(Selection(datasets=["phantom", "brain"], labeled=[1], seeds=[0], tables=["core", "ablation"]),
                       100)
     extra = {j.job_id for j in both} - {j.job_id for j in core}
-    assert len(extra) == 5  # CTS and all (CCT-R) are the core table's runs
+    # CTS and all (CCT-R) are the core table's runs; with one labeled case +RSL and +RSL+BRS are one run
+    assert len(extra) == 4
     assert all(i.startswith("phantom__CCTRTrainer-") for i in extra)
-    assert "phantom__CCTRTrainer-brs_false-reps_false-scl_false__L1__s0__it100" in extra
+    assert "phantom__CCTRTrainer-reps_false-scl_false__L1__s0__it100" in extra
 
 
 def test_method_selection_and_unknown_method():
@@ -54,10 +55,10 @@ def test_method_selection_and_unknown_method():
 
 
 def test_train_command_settings_and_resume():
-    job = Job("phantom", ABLATION_METHODS[1], 1, 3, 200)
+    job = Job("phantom", ABLATION_METHODS[1], 2, 3, 200)
     command = train_command(job, {"dataset_id": 1}, resume=False)
     assert command[:4] == ["cctr_train", "1", "-tr", "CCTRTrainer"]
-    assert command[command.index("--labeled") + 1] == "1" and command[command.index("--seed") + 1] == "3"
+    assert command[command.index("--labeled") + 1] == "2" and command[command.index("--seed") + 1] == "3"
     settings = command[command.index("--set") + 1:]
     assert "log_every=20" in settings and "pseudo_label_quality_every=20" in settings
     assert {"brs=false", "reps=false", "scl=false"} <= set(settings)
@@ -227,3 +228,20 @@ def test_stop_passes_sigint_to_running_commands(tmp_path):
         assert runner.STOPPING.is_set()
     finally:
         runner.STOPPING.clear()
+
+
+def test_brs_rows_share_a_run_with_one_labeled_case():
+    jobs = build_jobs(Selection(datasets=["phantom"], labeled=[1, 2], seeds=[0], tables=["ablation"]), 100)
+    rsl, rsl_brs = ABLATION_METHODS[1], ABLATION_METHODS[2]
+    assert Job("phantom", rsl, 1, 0, 100).job_id == Job("phantom", rsl_brs, 1, 0, 100).job_id
+    assert Job("phantom", rsl, 2, 0, 100).job_id != Job("phantom", rsl_brs, 2, 0, 100).job_id
+    assert "brs=false" not in train_command(Job("phantom", rsl, 1, 0, 100), {"dataset_id": 1}, resume=False)
+    assert "brs=false" in train_command(Job("phantom", rsl, 2, 0, 100), {"dataset_id": 1}, resume=False)
+    assert len(jobs) == 7 + 6  # N=1: 6 distinct runs for 7 rows; N=2: 7
+    shared = Job("phantom", rsl, 1, 0, 100).job_id
+    result = {"job": {"seed": 0}, "status": "ok", "metrics": {"dice": {"LV": 50.0}, "hd95": {"LV": 5.0},
+                                                             "mean_dice": 50.0, "mean_hd95": 5.0}}
+    blocks = build_table("ablation", Selection(datasets=["phantom"], labeled=[1], seeds=[0], tables=["ablation"]),
+                         jobs, {shared: result})
+    rows = {row["method"]: row for row in blocks[0]["rows"]}
+    assert rows["+RSL"]["mean_dice"]["mean"] == rows["+RSL+BRS"]["mean_dice"]["mean"] == 50.0

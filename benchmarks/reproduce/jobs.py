@@ -28,9 +28,19 @@ class Method:
 
     @property
     def slug(self) -> str:
-        if self.kind != "train":
-            return self.kind
-        return "-".join([self.trainer or "", *(s.replace("=", "_") for s in self.settings)])
+        return run_slug(self.kind, self.trainer, self.settings)
+
+
+def run_slug(kind: str, trainer: str | None, settings: tuple[str, ...] | list[str]) -> str:
+    """The method part of a job id: the kind, or the trainer and its --set settings."""
+    if kind != "train":
+        return kind
+    return "-".join([trainer or "", *(s.replace("=", "_") for s in settings)])
+
+
+# Settings that change nothing for some jobs: with one labeled case every unlabeled volume has one candidate,
+# so best registration selection (BRS) and a random choice pick the same one. Such rows share one run.
+NO_EFFECT_WITH_ONE_LABELED = ("brs=false",)
 
 
 def _train(label: str, trainer: str, *settings: str, all_labels: bool = False) -> Method:
@@ -81,15 +91,26 @@ class Job:
     iterations: int
 
     @property
+    def run_settings(self) -> tuple[str, ...]:
+        """The method's settings less those without effect on this job (see NO_EFFECT_WITH_ONE_LABELED)."""
+        if self.labeled == 1:
+            return tuple(s for s in self.method.settings if s not in NO_EFFECT_WITH_ONE_LABELED)
+        return self.method.settings
+
+    @property
+    def slug(self) -> str:
+        return run_slug(self.method.kind, self.method.trainer, self.run_settings)
+
+    @property
     def job_id(self) -> str:
         labeled = "all" if self.labeled is None else str(self.labeled)
         budget = f"__it{self.iterations}" if self.method.kind in ("train", "nnunet") else ""
-        return f"{self.dataset}__{self.method.slug}__L{labeled}__s{self.seed}{budget}"
+        return f"{self.dataset}__{self.slug}__L{labeled}__s{self.seed}{budget}"
 
     def estimated_seconds(self, cpu_step_seconds: float, measured: dict[str, tuple[float, float]] | None = None
                           ) -> float:
         """Wall seconds of this job with one worker's share of the machine; ``measured`` from calibration()."""
-        found = (measured or {}).get(f"{self.dataset}/{self.method.slug}")
+        found = (measured or {}).get(f"{self.dataset}/{self.slug}")
         if found is not None:  # (seconds per iteration, seconds outside training) of finished jobs like it
             per_iteration, overhead = found
             if self.method.kind == "regonly":
@@ -120,8 +141,7 @@ def calibration(results: dict[str, dict]) -> dict[str, tuple[float, float]]:
         per_iteration = result.get("train_seconds_per_iteration") or (training / iterations if iterations else None)
         if iterations < 50 or not per_iteration or not training:
             continue
-        slug = job["kind"] if job.get("kind") == "nnunet" else "-".join(
-            [job.get("trainer") or "", *(x.replace("=", "_") for x in job.get("settings", []))])
+        slug = run_slug(job["kind"], job.get("trainer"), job.get("settings", []))
         samples.setdefault(f"{job['dataset']}/{slug}", []).append((per_iteration, outside))
     return {key: (_median([a for a, _ in values]), _median([b for _, b in values])) for key, values in samples.items()}
 
@@ -135,7 +155,7 @@ def _median(values: list[float]) -> float:
 def seconds_per_iteration(method: Method) -> float:
     if method.kind == "nnunet":
         return SECONDS_PER_ITERATION["nnunet"]
-    if method.trainer == "CCTRTrainer" and method.settings:
+    if method.trainer == "CCTRTrainer" and method.settings:  # ablation rows: CCT-R with modules off
         return SECONDS_PER_ITERATION["CCTRTrainer-ablation"]
     return SECONDS_PER_ITERATION.get(method.trainer or "", 0.85)
 

@@ -215,7 +215,7 @@ def train_command(job: Job, prepared: dict, resume: bool) -> list[str]:
     if job.labeled is not None:
         command += ["--labeled", str(job.labeled)]
     every = quality_every(job.iterations)
-    command += ["--set", f"log_every={every}", f"pseudo_label_quality_every={every}", *job.method.settings]
+    command += ["--set", f"log_every={every}", f"pseudo_label_quality_every={every}", *job.run_settings]
     return command + (["--c"] if resume else [])
 
 

@@ -41,14 +41,16 @@ def build_table(table: str, selection: Selection, jobs: Sequence[Job], results: 
                 ) -> list[dict[str, Any]]:
     """One block per dataset and N: its rows (method label -> aggregate over the selected seeds)."""
     blocks = []
+    iterations = max((j.iterations for j in jobs), default=0)
     for dataset in table_datasets(table, selection):
         for labeled in selection.labeled:
             rows = []
             for method in table_methods(table, selection):
-                wanted = [j for j in jobs if j.dataset == dataset and j.method == method
-                          and j.labeled == (None if method.all_labels else labeled) and j.seed in selection.seeds]
-                runs = [results[j.job_id] for j in wanted if j.job_id in results]
-                rows.append({"method": method.label, "job_ids": [j.job_id for j in wanted], **aggregate_row(runs)})
+                # by id: rows whose settings make no difference for this N share a run (see Job.run_settings)
+                wanted = [Job(dataset, method, None if method.all_labels else labeled, seed, iterations).job_id
+                          for seed in selection.seeds]
+                runs = [results[i] for i in wanted if i in results]
+                rows.append({"method": method.label, "job_ids": wanted, **aggregate_row(runs)})
             blocks.append({"dataset": dataset, "labeled": labeled, "rows": rows})
     return blocks
 
