@@ -34,7 +34,7 @@ class StepRecorder:
     def run(self, name: str, command: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
         log_path = self.log_folder / f"{len(self.steps):02d}_{name}.log"
         if self.echo:
-            print(f"    $ {' '.join(command)}", flush=True)
+            log(f"    $ {' '.join(command)}")
         return_code, wall, cpu = run_logged(command, env or self.env, log_path)
         step = {"name": name, "command": command, "return_code": return_code, "wall_seconds": round(wall, 2),
                 "cpu_seconds": round(cpu, 2), "log": str(log_path)}
@@ -310,5 +310,11 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" if not isinstance(error, JobError) else str(error)
 
 
+_LOG_LOCK = threading.Lock()
+
+
 def log(message: str) -> None:
-    print(message, file=sys.stdout, flush=True)
+    """One whole line on stdout, also when several worker threads log at once."""
+    with _LOG_LOCK:
+        sys.stdout.write(message + "\n")
+        sys.stdout.flush()
