@@ -57,8 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "no mirroring for every method, to fit the hour")
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help="jobs run side by side, each with cores/workers torch threads ($OMP_NUM_THREADS, "
-                             "unless set); default: %(default)s on this machine (one per 1 of up to 2 cores: "
-                             "small 2d networks use one core better than two)")
+                             "unless set); default: %(default)s here (the cores, at most 2: a small 2d network "
+                             "uses one core better than two)")
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR)
     parser.add_argument("--no-publish", action="store_true",
                         help="do not copy tables to benchmarks/results/ and figures to documentation/images/")
@@ -135,8 +135,12 @@ def run_job(work: WorkFolder, job: Job, prepared: dict, args: argparse.Namespace
     return record
 
 
-def run_jobs(jobs: list[Job], work: WorkFolder, args: argparse.Namespace) -> None:
-    """Prepare each dataset once, then run the jobs not yet finished, ``args.workers`` at a time."""
+def run_jobs(jobs: list[Job], work: WorkFolder, args: argparse.Namespace,
+             measured: dict[str, tuple[float, float]]) -> None:
+    """Prepare each dataset once, then run the jobs not yet finished, ``args.workers`` at a time.
+
+    Jobs run in worker threads (one thread each waits on its commands); the main thread only collects results,
+    so a stop (KeyboardInterrupt there) is passed to every running command by stop_running_commands()."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from benchmarks.reproduce import runner
@@ -156,28 +160,22 @@ def run_jobs(jobs: list[Job], work: WorkFolder, args: argparse.Namespace) -> Non
         if work.finished(job.job_id):
             runner.log(f"[{index}/{len(jobs)}] {job.job_id}: done, skipped")
         elif prepared[job.dataset] is not None:
-            todo.append((index, job))
+            todo.append((f"[{index}/{len(jobs)}] {job.job_id}", job))
 
-    def one(index: int, job: Job) -> dict:
-        runner.log(f"[{index}/{len(jobs)}] {job.job_id} (about {job.estimated_seconds(args.cpu_step_seconds, args.measured) / 60:.1f} min)")
+    def one(name: str, job: Job) -> dict:
+        runner.log(f"{name} (about {job.estimated_seconds(args.cpu_step_seconds, measured) / 60:.1f} min)")
         return run_job(work, job, prepared[job.dataset], args)
 
-    def report(index: int, job: Job, record: dict) -> None:
-        if record["status"] == "interrupted":
-            return
-        summary = (f"mean Dice {record['metrics']['mean_dice']:.1f} %" if record["status"] == "ok"
-                   and record["metrics"]["mean_dice"] is not None else record.get("error", "").splitlines()[0])
-        runner.log(f"[{index}/{len(jobs)}] {job.job_id} {record['status']} in {record['wall_seconds']:.0f} s: {summary}")
-
-    if args.workers <= 1:
-        for index, job in todo:
-            report(index, job, one(index, job))
-        return
     with ThreadPoolExecutor(max_workers=args.workers) as pool:
-        futures = {pool.submit(one, index, job): (index, job) for index, job in todo}
+        futures = {pool.submit(one, name, job): name for name, job in todo}
         try:
             for future in as_completed(futures):
-                report(*futures[future], future.result())
+                record = future.result()
+                if record["status"] == "interrupted":
+                    continue
+                summary = (f"mean Dice {record['metrics']['mean_dice']:.1f} %" if record["status"] == "ok"
+                           and record["metrics"]["mean_dice"] is not None else record.get("error", "").splitlines()[0])
+                runner.log(f"{futures[future]} {record['status']} in {record['wall_seconds']:.0f} s: {summary}")
         except KeyboardInterrupt:
             for future in futures:
                 future.cancel()
@@ -193,17 +191,17 @@ def main(argv: list[str] | None = None) -> int:
         print("reproduce.py: --workers must be at least 1", file=sys.stderr)
         return 2
     work = WorkFolder(args.work_dir)
-    args.measured = calibration(work.all_results())
+    measured = calibration(work.all_results())
     try:
         iterations = args.iterations or default_iterations(selection, args.cpu_step_seconds,
                                                            args.target_hours * 3600.0, workers=args.workers,
-                                                           measured=args.measured)
+                                                           measured=measured)
         jobs = build_jobs(selection, iterations)
     except ValueError as error:
         print(f"reproduce.py: {error}", file=sys.stderr)
         return 2
     if args.dry_run:
-        print_dry_run(jobs, work, args, iterations, args.measured)
+        print_dry_run(jobs, work, args, iterations, measured)
         return 0
     from benchmarks.reproduce import report, runner
 
@@ -214,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"reproduce.py: {problem}", file=sys.stderr)
             return 2
         try:
-            run_jobs(jobs, work, args)
+            run_jobs(jobs, work, args, measured)
         except KeyboardInterrupt:
             runner.log("stopped: running commands were asked to save and stop; run the same command to resume")
             return 130

@@ -118,7 +118,7 @@ def test_build_table_groups_by_dataset_and_labeled():
     selection = Selection(datasets=["phantom"], labeled=[1, 2], seeds=[0], methods=["LS", "FS"])
     jobs = build_jobs(selection, 50)
     results = {j.job_id: _result(0, 50.0 + (j.labeled or 10), 40.0, 3.0) for j in jobs}
-    blocks = build_table("core", selection, jobs, results)
+    blocks = build_table("core", selection, 50, results)
     assert [(b["dataset"], b["labeled"]) for b in blocks] == [("phantom", 1), ("phantom", 2)]
     ls1 = blocks[0]["rows"][0]
     assert ls1["method"] == "LS" and ls1["dice"]["A"]["mean"] == 51.0 and ls1["dice"]["A"]["std"] is None
@@ -242,6 +242,6 @@ def test_brs_rows_share_a_run_with_one_labeled_case():
     result = {"job": {"seed": 0}, "status": "ok", "metrics": {"dice": {"LV": 50.0}, "hd95": {"LV": 5.0},
                                                              "mean_dice": 50.0, "mean_hd95": 5.0}}
     blocks = build_table("ablation", Selection(datasets=["phantom"], labeled=[1], seeds=[0], tables=["ablation"]),
-                         jobs, {shared: result})
+                         100, {shared: result})
     rows = {row["method"]: row for row in blocks[0]["rows"]}
     assert rows["+RSL"]["mean_dice"]["mean"] == rows["+RSL+BRS"]["mean_dice"]["mean"] == 50.0

@@ -109,23 +109,26 @@ class Job:
 
     def estimated_seconds(self, cpu_step_seconds: float, measured: dict[str, tuple[float, float]] | None = None
                           ) -> float:
-        """Wall seconds of this job with one worker's share of the machine; ``measured`` from calibration()."""
+        """Wall seconds of this job with one worker's share of the machine: from ``measured`` (calibration() of
+        finished jobs like it) when there, else from the built-in step times scaled to the CPU plan's budget."""
         found = (measured or {}).get(f"{self.dataset}/{self.slug}")
-        if found is not None:  # (seconds per iteration, seconds outside training) of finished jobs like it
+        if found is not None:
             per_iteration, overhead = found
-            if self.method.kind == "regonly":
-                return overhead * (self.labeled or 1)
-            return overhead + self.iterations * per_iteration
-        scale = cpu_step_seconds / REFERENCE_CPU_STEP_SECONDS
-        overhead = OVERHEAD_SECONDS[self.method.kind] * max(scale, 0.3)
-        if self.method.kind == "regonly":
+        else:
+            scale = cpu_step_seconds / REFERENCE_CPU_STEP_SECONDS
+            per_iteration = seconds_per_iteration(self.method) * scale
+            overhead = OVERHEAD_SECONDS[self.method.kind] * max(scale, 0.3)
+        if self.method.kind == "regonly":  # no training; its cost grows with the labeled cases registered
             return overhead * (self.labeled or 1)
-        return overhead + self.iterations * seconds_per_iteration(self.method) * scale
+        return overhead + self.iterations * per_iteration
 
 
 def calibration(results: dict[str, dict]) -> dict[str, tuple[float, float]]:
     """``dataset/method slug`` -> (median seconds per training iteration, median seconds outside training)
-    over finished, not resumed jobs of at least 50 iterations; registration-only: seconds per labeled case."""
+    over finished, not resumed jobs of at least 50 iterations; registration-only: seconds per labeled case.
+
+    Per iteration is the training command's wall time over its iterations (start-up included), the way
+    estimated_seconds() adds it up."""
     samples: dict[str, list[tuple[float, float]]] = {}
     for result in results.values():
         job = result.get("job", {})
@@ -138,11 +141,10 @@ def calibration(results: dict[str, dict]) -> dict[str, tuple[float, float]]:
             samples.setdefault(f"{job['dataset']}/regonly", []).append((0.0, outside / (job.get("labeled") or 1)))
             continue
         iterations = job.get("iterations") or 0
-        per_iteration = result.get("train_seconds_per_iteration") or (training / iterations if iterations else None)
-        if iterations < 50 or not per_iteration or not training:
+        if iterations < 50 or not training:
             continue
         slug = run_slug(job["kind"], job.get("trainer"), job.get("settings", []))
-        samples.setdefault(f"{job['dataset']}/{slug}", []).append((per_iteration, outside))
+        samples.setdefault(f"{job['dataset']}/{slug}", []).append((training / iterations, outside))
     return {key: (_median([a for a, _ in values]), _median([b for _, b in values])) for key, values in samples.items()}
 
 

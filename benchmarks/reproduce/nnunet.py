@@ -14,6 +14,7 @@ import json
 import os
 import re
 import subprocess
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,11 @@ def seconds_per_iteration_from_log(results_folder: Path, iterations_per_epoch: i
     return round(times[len(times) // 2] / iterations_per_epoch, 3)
 
 
+def nnunet_command(venv: Path, command: str) -> list[str]:
+    """An nnU-Net console command run through nnunet_entry.py, which holds torch at $OMP_NUM_THREADS."""
+    return [str(venv / "bin" / "python"), str(ENTRY_SCRIPT), command]
+
+
 def run_nnunet_job(work: WorkFolder, job: Job, prepared: dict, plan_mode: str, disable_tta: bool,
                    venv: Path = NNUNET_VENV, echo: bool = True) -> dict[str, Any]:
     install_trainer(venv)
@@ -148,9 +154,7 @@ def run_nnunet_job(work: WorkFolder, job: Job, prepared: dict, plan_mode: str, d
     labeled, labeled_from = labeled_cases_for(work, job, prepared)
     raw_source = work.raw / prepared["dataset_name"]
     raw = write_raw_dataset(root / "nnUNet_raw", nnunet_id, raw_source, labeled)
-    def nnunet(command: str) -> list[str]:  # through nnunet_entry.py: torch threads = $OMP_NUM_THREADS
-        return [str(venv / "bin" / "python"), str(ENTRY_SCRIPT), command]
-
+    nnunet = partial(nnunet_command, venv)
     plans_path = root / "nnUNet_preprocessed" / raw.name / "nnUNetPlans.json"
     plan_record = read_json(folder / "nnunet_plan.json")
     if plan_record is None:

@@ -56,7 +56,7 @@ def machine() -> dict[str, Any]:
 def write_table_outputs(table: str, selection: Selection, jobs: Sequence[Job], work: WorkFolder, args: Any,
                         iterations: int, publish: bool) -> str:
     results = work.all_results()
-    blocks = build_table(table, selection, jobs, results)
+    blocks = build_table(table, selection, iterations, results)
     wanted = {jid for block in blocks for row in block["rows"] for jid in row["job_ids"]}
     lines = budget_lines(work, [j for j in jobs if j.job_id in wanted], results, args, iterations)
     markdown = render_markdown(TITLES[table], blocks, lines)

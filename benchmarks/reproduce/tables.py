@@ -37,11 +37,10 @@ def aggregate_row(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
-def build_table(table: str, selection: Selection, jobs: Sequence[Job], results: dict[str, dict]
+def build_table(table: str, selection: Selection, iterations: int, results: dict[str, dict]
                 ) -> list[dict[str, Any]]:
     """One block per dataset and N: its rows (method label -> aggregate over the selected seeds)."""
     blocks = []
-    iterations = max((j.iterations for j in jobs), default=0)
     for dataset in table_datasets(table, selection):
         for labeled in selection.labeled:
             rows = []
