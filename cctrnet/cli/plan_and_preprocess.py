@@ -6,6 +6,7 @@ import sys
 import time
 
 from cctrnet.cli.common import add_device_argument, default_num_processes, fail
+from cctrnet.registration.settings import REGISTRATION_CHOICES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,8 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--branch-b", choices=("auto", "Primus2D", "ResidualEncoderUNet"), default="auto",
                         help="network family of branch B (default: auto, see documentation/planning.md)")
     parser.add_argument("--plan-only", action="store_true", help="write fingerprint and plan, do not preprocess")
-    parser.add_argument("--registration", choices=("affine", "affine_bspline", "none"), default="affine",
-                        help="registrations between training volumes computed after preprocessing (default: affine)")
+    parser.add_argument("--registration", choices=REGISTRATION_CHOICES, default="auto",
+                        help="registrations between training volumes computed after preprocessing; auto: affine and "
+                        "affine_deformable, the better one on the labeled cases recorded as the dataset's choice "
+                        "(default: auto)")
     parser.add_argument("--registration-engine", choices=("torch", "simpleitk"), default="torch",
                         help="torch: batched, CPU or GPU; simpleitk: the reference engine (default: %(default)s)")
     parser.add_argument("--dask-scheduler", default=None, metavar="tcp://host:port",

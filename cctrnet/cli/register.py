@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cctrnet.registration.settings import REGISTRATION_CHOICES
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -16,11 +18,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Results go to $cctr_preprocessed/DatasetXXX_Name/registration/.",
     )
     parser.add_argument("-d", "--dataset", required=True, help="dataset id (1, 001) or folder name (Dataset001_Name)")
-    parser.add_argument("--registration", default="affine", choices=["affine", "affine_bspline", "none"],
-                        help="transform model (default: affine)")
+    parser.add_argument("--registration", default="auto", choices=REGISTRATION_CHOICES,
+                        help="transform model; auto: affine or affine_deformable, whichever gives the labeled cases' "
+                        "labels better leave-one-out (default: auto, see documentation/registration.md)")
     parser.add_argument("--registration-engine", default="torch", choices=["simpleitk", "torch"],
                         help="simpleitk: reference, one pair per process; torch: batched affine on CPU or GPU "
-                        "(default: torch; affine_bspline always uses simpleitk)")
+                        "(default: torch; affine_bspline always uses simpleitk, affine_deformable torch)")
     parser.add_argument("-np", "--num-processes", type=int, default=1, help="parallel pair jobs on this machine (default: 1)")
     parser.add_argument("--dask-scheduler", default=None, metavar="tcp://host:port",
                         help="submit the pair jobs to this running Dask scheduler (workers must see the preprocessed folder)")

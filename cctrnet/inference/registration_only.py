@@ -9,7 +9,6 @@ No network is involved.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,7 +23,7 @@ from cctrnet.preprocessing.preprocessor import preprocess_arrays
 from cctrnet.preprocessing.revert import label_to_raw
 from cctrnet.registration.brs import mutual_information, select_labeled
 from cctrnet.registration.settings import RegistrationSettings
-from cctrnet.registration.transforms import resample, transform_from_file
+from cctrnet.registration.transforms import resample
 
 _NEW_IMAGE = "new_image"
 LABELED_CASES_JSON = "labeled_cases.json"  # in a model folder: {"labeled": [case ids], ...}
@@ -53,20 +52,13 @@ class Propagation:
     failed_atlases: dict[str, str]
 
 
-def _transform_of(result: Any) -> Any:
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "t.tfm"
-        path.write_text(result.transform_text)
-        return transform_from_file(path)
-
-
 def register(fixed_zyx: np.ndarray, fixed_geometry: Geometry, moving_zyx: np.ndarray, moving_geometry: Geometry,
              method: str, settings: RegistrationSettings, names: tuple[str, str]) -> tuple[Any | None, str | None]:
-    """(fixed -> moving transform, None) or (None, reason) with the stage's SimpleITK engine."""
-    from cctrnet.registration.sitk_engine import register_pair_sitk
+    """(fixed -> moving transform, None) or (None, reason), with the engine the method needs."""
+    from cctrnet.registration.single_pair import register_pair, result_transform
 
-    result = register_pair_sitk(fixed_zyx, fixed_geometry, moving_zyx, moving_geometry, method, settings, names)
-    return (_transform_of(result), None) if result.ok else (None, result.reason or "failed")
+    result = register_pair(fixed_zyx, fixed_geometry, moving_zyx, moving_geometry, method, settings, names)
+    return (result_transform(result), None) if result.ok else (None, result.reason or "failed")
 
 
 def cycle_scores(image_zyx: np.ndarray, geometry: Geometry, atlas: Atlas, to_atlas: Any, from_atlas: Any,

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from cctrnet.registration.pair_store import PairStore
 from cctrnet.registration.settings import IGNORE_LABEL, RegistrationSettings
-from cctrnet.registration.transforms import resample, transform_from_file
+from cctrnet.registration.transforms import resample
 from cctrnet.registration.volumes import load_label, load_volume
 from cctrnet.utilities.file_io import load_json, save_json, save_npy
 
@@ -39,8 +39,8 @@ def cycle_score(data_folder: Path, store: PairStore, unlabeled: str, labeled: st
     """{"rmse", "mi"} of v_j against its forward-and-back cycle through the labeled volume's grid."""
     image_j, geometry_j = load_volume(data_folder, unlabeled, settings.channel)
     _, geometry_q = load_volume(data_folder, labeled, settings.channel)
-    forward = transform_from_file(store.transform_path(unlabeled, labeled))
-    backward = transform_from_file(store.transform_path(labeled, unlabeled))
+    forward = store.transform(unlabeled, labeled)
+    backward = store.transform(labeled, unlabeled)
     on_q = resample(image_j, geometry_j, geometry_q, forward)
     cycle = resample(on_q, geometry_q, geometry_j, backward)
     inside_q = resample(np.ones(geometry_j.shape_zyx, np.uint8), geometry_j, geometry_q, forward, nearest=True)
@@ -116,7 +116,7 @@ def registered_label(data_folder: Path, store: PairStore, unlabeled: str, labele
     if label_q is None:
         raise ValueError(f"case {labeled} in {data_folder} has no label to register")
     _, geometry_u = load_label(data_folder, unlabeled)
-    transform = transform_from_file(store.transform_path(labeled, unlabeled))
+    transform = store.transform(labeled, unlabeled)
     warped = resample(label_q, geometry_q, geometry_u, transform, nearest=True, default_value=IGNORE_LABEL).astype(np.int16)
     save_npy(warped, path)
     return warped

@@ -10,7 +10,7 @@ STATUS_FAILED = "failed"
 
 @dataclass
 class PairResult:
-    """What one registration produced; ``transform_text`` (ITK .tfm) is None when it failed."""
+    """What one registration produced; ``transform_text`` (ITK .tfm, the affine part) is None when it failed."""
 
     moving: str
     fixed: str
@@ -23,7 +23,11 @@ class PairResult:
     metric_final: float | None = None
     iterations: int = 0
     seconds: float = 0.0
+    #: quality checks of a deformable pair (folded fraction, inverse consistency in mm, displacement size)
+    quality: dict[str, Any] = field(default_factory=dict)
     transform_text: str | None = field(default=None, repr=False)
+    #: compressed velocity field of a deformable pair (npz bytes, see velocity_field.velocity_to_bytes)
+    field_bytes: bytes | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -33,6 +37,7 @@ class PairResult:
         """The human-readable JSON record (without the transform, which has its own file)."""
         values = asdict(self)
         values.pop("transform_text")
+        values.pop("field_bytes")
         return values
 
     @classmethod

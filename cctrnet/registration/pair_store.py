@@ -3,17 +3,20 @@
 Layout under ``cctr_preprocessed/DatasetXXX_Name/registration/<configuration>/<method>/``::
 
     pairs/{moving}__to__{fixed}.json   record: status, reason, metric, iterations, seconds, engine
-    pairs/{moving}__to__{fixed}.tfm    ITK transform (fixed points -> moving points), only when status ok
+    pairs/{moving}__to__{fixed}.tfm    ITK transform (fixed points -> moving points), only when status ok;
+                                       for affine_deformable its affine part
+    pairs/{moving}__to__{fixed}.velocity.npz   affine_deformable: the stationary velocity field (float16)
     brs_scores.json                    cycle RMSE and MI per (unlabeled, labeled candidate)
     registered_labels/{unlabeled}__from__{labeled}.npy   int16 label on the unlabeled case's grid
     registration_report.json / .png    quality report
 
-The transform is written before its record, so a pair is finished exactly when its record exists: a run
+The transform (and field) is written before its record, so a pair is finished exactly when its record exists: a run
 killed half-way resumes with the pairs that have records and recomputes nothing else.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from cctrnet.registration.pair_result import PairResult
 from cctrnet.utilities.file_io import atomic_path, load_json, save_json
@@ -38,14 +41,20 @@ class PairStore:
     def transform_path(self, moving: str, fixed: str) -> Path:
         return self.pairs_folder / f"{moving}{_SEPARATOR}{fixed}.tfm"
 
+    def field_path(self, moving: str, fixed: str) -> Path:
+        return self.pairs_folder / f"{moving}{_SEPARATOR}{fixed}.velocity.npz"
+
     def has(self, moving: str, fixed: str) -> bool:
         return self.record_path(moving, fixed).exists()
 
     def save(self, result: PairResult) -> None:
-        """Write the transform (if any) then the record, each atomically."""
+        """Write the field and transform (if any) then the record, each atomically."""
         if result.ok:
             if result.transform_text is None:
                 raise ValueError(f"pair {result.moving} -> {result.fixed} is ok but has no transform")
+            if result.field_bytes is not None:
+                with atomic_path(self.field_path(result.moving, result.fixed)) as tmp:
+                    tmp.write_bytes(result.field_bytes)
             with atomic_path(self.transform_path(result.moving, result.fixed)) as tmp:
                 tmp.write_text(result.transform_text)
         save_json(result.record(), self.record_path(result.moving, result.fixed))
@@ -62,6 +71,13 @@ class PairStore:
         if result.ok and not self.transform_path(moving, fixed).exists():
             raise FileNotFoundError(f"record {path} says ok but its transform {self.transform_path(moving, fixed)} is missing")
         return result
+
+    def transform(self, moving: str, fixed: str, inverse: bool = False) -> Any:
+        """The SimpleITK transform of a successful pair (fixed points -> moving points), or its inverse."""
+        from cctrnet.registration.transforms import stored_transform
+
+        field_path = self.field_path(moving, fixed)
+        return stored_transform(self.transform_path(moving, fixed), field_path if field_path.exists() else None, inverse)
 
     def all_results(self) -> list[PairResult]:
         if not self.pairs_folder.is_dir():

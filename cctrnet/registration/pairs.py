@@ -5,14 +5,16 @@
   ``labeled_case_ids=None`` every case with a label is a candidate and "unlabeled" means any other case,
   so every later choice of labeled set finds its pairs already computed.
 - REPS needs a point map from any volume i to any other j. The map i -> j is the transform of the pair
-  (j onto i); for an affine, the inverse of (i onto j) is exact and serves too, so one direction per
-  unordered pair suffices. ``point_map_strategy="reference"`` instead maps every volume through one
+  (j onto i); for an affine, the inverse of (i onto j) is exact and serves too, and so does ``exp(-v)`` of a
+  velocity-field pair, so one direction per unordered pair suffices for both. ``point_map_strategy="reference"`` instead maps every volume through one
   reference volume (i -> r -> j): about N (affine) or 2N (B-spline) registrations instead of N^2/2,
   at the price of composing two registration errors.
 """
 from __future__ import annotations
 
 from typing import Sequence
+
+from cctrnet.registration.settings import INVERTIBLE_METHODS
 
 
 def brs_pairs(all_cases: Sequence[str], labeled_cases: Sequence[str], all_as_unlabeled: bool) -> list[tuple[str, str]]:
@@ -35,7 +37,7 @@ def reference_case(all_cases: Sequence[str]) -> str:
 
 def point_map_pairs(all_cases: Sequence[str], method: str, strategy: str, existing: set[tuple[str, str]]) -> list[tuple[str, str]]:
     """Pairs REPS needs beyond ``existing``, so that every volume maps to every other."""
-    invertible = method == "affine"
+    invertible = method in INVERTIBLE_METHODS
     needed: list[tuple[str, str]] = []
     have = set(existing)
     if strategy == "reference":

@@ -5,8 +5,9 @@ the source's preprocessed grid and returns (N, 3) voxel indices in the target's 
 device and dtype. It uses the same transform that warps the target's label onto the source grid (pair
 target onto source), so the target's label at a mapped point equals the source's registered label there.
 An affine map is one 4x4 matrix in voxel space (the inverse of the opposite pair serves when only that
-one exists; through a reference volume it is a product of two); a B-spline map is a table of target
-indices on a coarse source grid, sampled trilinearly with ``grid_sample``. Maps are cached per pair.
+one exists; through a reference volume it is a product of two); a B-spline or velocity-field map is a
+table of target indices on a coarse source grid, sampled trilinearly with ``grid_sample`` (a velocity
+field pair also serves the opposite direction through ``exp(-v)``). Maps are cached per pair.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from cctrnet.preprocessing.case_storage import load_properties, preprocessed_geo
 from cctrnet.registration.pair_store import PairStore
 from cctrnet.registration.pairs import reference_case
 from cctrnet.registration.settings import RegistrationSettings
-from cctrnet.registration.transforms import affine_matrix_4x4, affine_parts, coarse_grid_geometry, transform_from_file
+from cctrnet.registration.transforms import affine_matrix_4x4, affine_parts, coarse_grid_geometry
 
 
 class MissingRegistrationError(LookupError):
@@ -124,19 +125,20 @@ class PointMapper:
         )
 
     def _direct(self, source: str, target: str) -> Any:
-        """Map from the pair (target onto source), or the inverse of an affine pair (source onto target)."""
+        """Map from the pair (target onto source), or the inverse of an invertible pair (source onto target)."""
         source_matrix = self.geometry(source).index_zyx_to_physical_matrix()
         target_inverse = np.linalg.inv(self.geometry(target).index_zyx_to_physical_matrix())
         if self.store.successful(target, source):
-            transform = transform_from_file(self.store.transform_path(target, source))
-            affine, bspline = affine_parts(transform)
-            if bspline is None:
+            transform = self.store.transform(target, source)
+            affine, deformable = affine_parts(transform)
+            if deformable is None:
                 return torch.from_numpy(target_inverse @ affine_matrix_4x4(affine) @ source_matrix)
             return self._field_map(transform, source, target_inverse)
         if self.store.successful(source, target):
-            transform = transform_from_file(self.store.transform_path(source, target))
-            affine, bspline = affine_parts(transform)
-            if bspline is None:
+            if self.store.field_path(source, target).exists():
+                return self._field_map(self.store.transform(source, target, inverse=True), source, target_inverse)
+            affine, deformable = affine_parts(self.store.transform(source, target))
+            if deformable is None:
                 return torch.from_numpy(target_inverse @ np.linalg.inv(affine_matrix_4x4(affine)) @ source_matrix)
         return None
 

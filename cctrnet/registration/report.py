@@ -2,7 +2,8 @@
 
 Written to ``registration/<configuration>/``; covers every method stored there (so affine and
 affine + B-spline appear side by side once both were run): per pair the metric, time and status, the
-failures, and, for every case that has a ground-truth label, the Dice of the BRS-selected registered
+failures, the deformable pairs' quality (folded voxels, inverse consistency), the ``--registration auto``
+choices with their leave-one-out Dice, and, for every case that has a ground-truth label, the Dice of the BRS-selected registered
 label against it (the "registration only" baseline on training data); a case that is itself a labeled
 candidate is scored leave-one-out, with BRS choosing among the other labeled cases.
 """
@@ -46,6 +47,15 @@ def method_report(data_folder: Path, store: PairStore, labeled: Sequence[str], s
         dice_selected[unlabeled] = {"labeled": chosen, "dice": label_dice(warped, truth),
                                     "leave_one_out": unlabeled in labeled}
     dices = [v["dice"] for v in dice_selected.values()]
+    qualities = [r.quality for r in results if r.ok and r.quality]
+    quality = {}
+    if qualities:
+        quality = {
+            "folded_fraction_max": max(q["folded_fraction"] for q in qualities),
+            "inverse_consistency_mm_p95_median": float(np.median([q["inverse_consistency_mm_p95"] for q in qualities])),
+            "inverse_consistency_mm_p95_max": max(q["inverse_consistency_mm_p95"] for q in qualities),
+            "displacement_mm_mean": float(np.mean([q["displacement_mm_mean"] for q in qualities])),
+        }
     return {
         "num_pairs": len(results),
         "num_failed": sum(not r.ok for r in results),
@@ -54,6 +64,7 @@ def method_report(data_folder: Path, store: PairStore, labeled: Sequence[str], s
         "seconds_per_pair_median": float(np.median(seconds)) if seconds else None,
         "registered_label_dice_mean": float(np.mean(dices)) if dices else None,
         "registered_label_dice": dice_selected,
+        "quality": quality,
         "pairs": pairs,
     }
 
@@ -63,7 +74,9 @@ def write_report(preprocessed_dataset_folder: Path, configuration: str, labeled:
     """Write the JSON and PNG report for every method stored under ``registration/<configuration>``."""
     root = Path(preprocessed_dataset_folder) / "registration" / configuration
     data_folder = Path(preprocessed_dataset_folder) / configuration
-    report = {"labeled_cases": list(labeled), "channel": settings.channel, "methods": {}}
+    from cctrnet.registration.method_choice import load_choices
+
+    report = {"labeled_cases": list(labeled), "channel": settings.channel, "methods": {}, "choices": load_choices(root)}
     for method in METHODS:
         store = PairStore(root / method)
         if store.pairs_folder.is_dir():

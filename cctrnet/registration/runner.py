@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from cctrnet.registration.pair_result import STATUS_FAILED, PairResult
 from cctrnet.registration.pair_store import PairStore
-from cctrnet.registration.settings import RegistrationSettings
+from cctrnet.registration.settings import AFFINE_BASED_METHODS, RegistrationSettings
 
 _PAIRS_BEFORE_ESTIMATE = 3
 
@@ -44,8 +44,12 @@ def compute_missing_pairs(
     num_processes: int = 1,
     dask_scheduler: str | None = None,
     retry_failed: bool = False,
+    affine_store: PairStore | None = None,
 ) -> list[PairResult]:
-    """Register the pairs without a record (and failed ones if ``retry_failed``); return the new results."""
+    """Register the pairs without a record (and failed ones if ``retry_failed``); return the new results.
+
+    ``affine_store`` holds the affine registrations a method on top of the affine starts from.
+    """
     todo = []
     for moving, fixed in pairs:
         existing = store.load(moving, fixed)
@@ -55,8 +59,11 @@ def compute_missing_pairs(
           f"{len(pairs) - len(todo)} already in {store.folder}, {len(todo)} to compute", file=sys.stderr)
     if not todo:
         return []
-    if engine == "torch":
-        outcomes = _torch_batches(data_folder, todo, method, settings, num_processes)
+    affine_folder = str(affine_store.folder) if affine_store is not None else None
+    if engine == "torch" and dask_scheduler:
+        outcomes = _dask_batches(data_folder, todo, method, settings, dask_scheduler, affine_folder)
+    elif engine == "torch":
+        outcomes = _torch_batches(data_folder, todo, method, settings, num_processes, affine_folder)
     elif dask_scheduler:
         outcomes = _dask(data_folder, todo, method, settings, dask_scheduler)
     elif num_processes > 1:
@@ -117,35 +124,100 @@ def _future_result(future: Any, pair: tuple[str, str], method: str, engine: str)
         return PairResult(pair[0], pair[1], method, engine, STATUS_FAILED, reason=f"worker error: {type(error).__name__}: {error}")
 
 
-def _torch_batches(data_folder: Path, todo: Sequence[tuple[str, str]], method: str, settings: RegistrationSettings,
-                   num_threads: int) -> Iterator[PairResult]:
+def _batches(todo: Sequence[tuple[str, str]], size: int) -> list[list[tuple[str, str]]]:
+    return [list(todo[start: start + size]) for start in range(0, len(todo), size)]
+
+
+def compute_batch_job(data_folder: str, pairs: Sequence[tuple[str, str]], method: str, settings_dict: dict[str, Any],
+                      affine_folder: str | None = None, num_threads: int | None = None,
+                      volume_cache: dict[str, Any] | None = None) -> list[PairResult]:
+    """One batch of pairs with the torch engine, from files: what the local loop or a Dask worker runs.
+
+    ``affine_folder``: the affine pair store a deformable batch starts from (its pairs must be finished).
+    """
     import torch
 
     from cctrnet.registration.torch_engine import PairVolumes, register_batch_torch
     from cctrnet.registration.volumes import load_volume
 
-    if method != "affine":
-        raise ValueError(f"the torch engine registers affine only; use --registration-engine simpleitk for {method}")
-    torch.set_num_threads(max(1, num_threads))
+    settings = RegistrationSettings.from_dict(settings_dict)
+    if num_threads is not None:
+        torch.set_num_threads(max(1, num_threads))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cache: dict[str, Any] = {}
+    cache = {} if volume_cache is None else volume_cache
 
     def volume(case_id: str) -> Any:
         if case_id not in cache:
-            cache[case_id] = load_volume(data_folder, case_id, settings.channel)
+            cache[case_id] = load_volume(Path(data_folder), case_id, settings.channel)
         return cache[case_id]
 
-    for start in range(0, len(todo), settings.torch_batch_size):
-        chunk = todo[start: start + settings.torch_batch_size]
-        batch, failed = [], []
-        for moving, fixed in chunk:
-            try:
-                batch.append(PairVolumes(moving, fixed, *volume(fixed), *volume(moving)))
-            except Exception as error:
-                failed.append(PairResult(moving, fixed, method, "torch", STATUS_FAILED, reason=f"{type(error).__name__}: {error}"))
-        yield from failed
-        if batch:
-            yield from register_batch_torch(batch, settings, device)
-        needed = {case for pair in todo[start + settings.torch_batch_size:] for case in pair}
+    batch, starts, failed = [], [], []
+    affine_store = PairStore(Path(affine_folder)) if affine_folder else None
+    for moving, fixed in pairs:
+        try:
+            start = _affine_start(affine_store, moving, fixed) if method in AFFINE_BASED_METHODS else None
+            batch.append(PairVolumes(moving, fixed, *volume(fixed), *volume(moving)))
+            starts.append(start)
+        except Exception as error:  # an unreadable case or a failed affine fails its pairs, not the run
+            failed.append(PairResult(moving, fixed, method, "torch", STATUS_FAILED, reason=f"{type(error).__name__}: {error}"))
+    if not batch:
+        return failed
+    if method == "affine":
+        return failed + register_batch_torch(batch, settings, device)
+    if method == "affine_deformable":
+        from cctrnet.registration.deformable_engine import register_batch_deformable
+
+        matrices, texts = zip(*starts)
+        return failed + register_batch_deformable(batch, matrices, texts, settings, device)
+    raise ValueError(f"the torch engine registers affine and affine_deformable, not {method}; "
+                     f"use --registration-engine simpleitk")
+
+
+class AffineStartMissing(RuntimeError):
+    """The affine registration a deformable pair starts from failed or is missing."""
+
+
+def _affine_start(affine_store: PairStore | None, moving: str, fixed: str) -> tuple[Any, str]:
+    from cctrnet.registration.transforms import affine_matrix_4x4, transform_from_file
+
+    if affine_store is None:
+        raise AffineStartMissing("no affine registrations to start from")
+    result = affine_store.load(moving, fixed)
+    if result is None or not result.ok:
+        reason = "missing" if result is None else result.reason
+        raise AffineStartMissing(f"the affine registration of this pair failed ({reason})")
+    path = affine_store.transform_path(moving, fixed)
+    return affine_matrix_4x4(transform_from_file(path)), path.read_text()
+
+
+def _torch_batches(data_folder: Path, todo: Sequence[tuple[str, str]], method: str, settings: RegistrationSettings,
+                   num_threads: int, affine_folder: str | None) -> Iterator[PairResult]:
+    cache: dict[str, Any] = {}
+    batches = _batches(todo, settings.torch_batch_size)
+    for number, chunk in enumerate(batches):
+        yield from compute_batch_job(str(data_folder), chunk, method, settings.to_dict(), affine_folder, num_threads, cache)
+        needed = {case for later in batches[number + 1:] for pair in later for case in pair}
         for case_id in [c for c in cache if c not in needed]:
             del cache[case_id]
+
+
+def _dask_batches(data_folder: Path, todo: Sequence[tuple[str, str]], method: str, settings: RegistrationSettings,
+                  scheduler: str, affine_folder: str | None) -> Iterator[PairResult]:
+    """Batches of the torch engine as Dask tasks (workers must see ``data_folder``); one task, one batch."""
+    try:
+        from distributed import Client
+        from distributed import as_completed as dask_as_completed
+    except ImportError as error:
+        raise ImportError('--dask-scheduler needs dask.distributed: pip install "dask[distributed]"') from error
+    batches = _batches(todo, settings.torch_batch_size)
+    with Client(scheduler, timeout=30) as client:
+        futures = [client.submit(compute_batch_job, str(data_folder), chunk, method, settings.to_dict(), affine_folder,
+                                 1, pure=False) for chunk in batches]
+        keys = {future.key: chunk for future, chunk in zip(futures, batches)}
+        for future in dask_as_completed(futures):
+            try:
+                yield from future.result()
+            except Exception as error:  # a crashed worker fails its batch's pairs, not the run
+                for moving, fixed in keys[future.key]:
+                    yield PairResult(moving, fixed, method, "torch", STATUS_FAILED,
+                                     reason=f"worker error: {type(error).__name__}: {error}")

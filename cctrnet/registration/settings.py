@@ -11,7 +11,14 @@ from typing import Any
 #: Value of a registered label voxel that the warp leaves undefined (outside the moving volume).
 IGNORE_LABEL = -1
 
-METHODS = ("affine", "affine_bspline", "none")
+METHODS = ("affine", "affine_deformable", "affine_bspline", "none")
+#: what a user may ask for: a method, or "auto" (cctrnet.registration.method_choice)
+REGISTRATION_CHOICES = ("auto", *METHODS)
+#: methods whose stored transforms can be inverted exactly (affine) or by construction (exp(-v)), so one
+#: registration per unordered pair serves REPS point maps in both directions
+INVERTIBLE_METHODS = ("affine", "affine_deformable")
+#: methods computed on top of a stored affine registration of the same pair
+AFFINE_BASED_METHODS = ("affine_deformable",)
 ENGINES = ("simpleitk", "torch")
 DEFAULT_ENGINE = "torch"  # 15x faster than SimpleITK at equal label Dice (documentation/benchmarks.md)
 
@@ -43,6 +50,28 @@ class RegistrationSettings:
     torch_points_per_pair: int = 4096
     torch_iterations_per_level: tuple[int, ...] = (80, 40, 20)
     torch_learning_rate: float = 0.01
+    # --- batched torch deformable stage (stationary velocity field) on top of the affine ---
+    #: in-plane pyramid factors, coarse to fine; the field lives on the finest one's grid
+    deformable_levels: tuple[int, ...] = (4, 2)
+    deformable_iterations_per_level: tuple[int, ...] = (50, 20)
+    #: local NCC box window in in-plane voxels of each level (the same physical width across thick slices)
+    deformable_window_voxels: int = 5
+    #: Gaussian smoothing of the metric gradient and of the velocity field after each step, in-plane voxels
+    deformable_gradient_sigma_voxels: float = 1.0
+    deformable_field_sigma_voxels: float = 1.0
+    #: largest displacement of one step, in in-plane voxels of the level
+    deformable_step_voxels: float = 0.25
+    deformable_adam_betas: tuple[float, float] = (0.9, 0.99)
+    #: slices at least this many times thicker than the in-plane spacing: the field stays within the slice
+    deformable_in_plane_only_ratio: float = 2.5
+    #: the stored field's in-plane stride on the fixed grid (slices are kept); float16, compressed
+    deformable_field_stride_yx: int = 2
+    #: a deformable pair is failed when more voxels fold (Jacobian determinant <= 0) ...
+    deformable_max_folded_fraction: float = 0.001
+    #: ... or when exp(-v) o exp(v) misses the identity by more than this (95th percentile, mm)
+    deformable_max_inverse_error_mm: float = 0.5
+    #: --registration auto with one labeled case keeps the deformable stage unless more of its pairs failed
+    auto_max_failed_fraction: float = 0.1
     # --- plausibility checks: a transform outside these bounds is recorded as failed ---
     min_determinant: float = 0.33
     max_determinant: float = 3.0
@@ -75,9 +104,10 @@ class RegistrationSettings:
         return cls(**converted)
 
 
-def check_method(method: str) -> str:
-    if method not in METHODS:
-        raise ValueError(f"unknown registration method '{method}'; choose one of {', '.join(METHODS)}")
+def check_method(method: str, allow_auto: bool = False) -> str:
+    allowed = REGISTRATION_CHOICES if allow_auto else METHODS
+    if method not in allowed:
+        raise ValueError(f"unknown registration method '{method}'; choose one of {', '.join(allowed)}")
     return method
 
 

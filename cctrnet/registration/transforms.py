@@ -47,15 +47,46 @@ def transform_from_file(path: str | os.PathLike) -> Any:
     return transform
 
 
+def stored_transform(transform_path: Path, field_path: Path | None = None, inverse: bool = False) -> Any:
+    """A pair's transform from its files: the .tfm, composed with ``exp(v)`` of a stored velocity field.
+
+    Forward (fixed points -> moving points): ``A(x + u(x))`` with ``u = exp(v)``; inverse:
+    ``y -> z + w(z)`` with ``z = A^-1(y)`` and ``w = exp(-v)``. Only affine and velocity-field transforms
+    have an inverse here.
+    """
+    import SimpleITK as sitk
+
+    transform = transform_from_file(transform_path)
+    if field_path is None:
+        if not inverse:
+            return transform
+        if not isinstance(transform, sitk.AffineTransform):
+            raise ValueError(f"{transform_path}: only affine or velocity-field transforms can be inverted")
+        return sitk.AffineTransform(transform.GetInverse())
+    from cctrnet.registration.velocity_field import displacement_of_velocity, velocity_from_bytes
+
+    velocity, grid = velocity_from_bytes(Path(field_path).read_bytes())
+    displacement = displacement_of_velocity(velocity, grid, -1.0 if inverse else 1.0)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(displacement, 0, -1)), isVector=True)
+    field = sitk.DisplacementFieldTransform(grid.apply_to_sitk(image))
+    affine = sitk.AffineTransform(transform)
+    if inverse:  # the last transform of the list is applied first
+        return sitk.CompositeTransform([field, sitk.AffineTransform(affine.GetInverse())])
+    return sitk.CompositeTransform([affine, field])
+
+
 def affine_parts(transform: Any) -> tuple[Any, Any | None]:
-    """(affine part, B-spline part or None) of a stored transform."""
+    """(affine part, deformable part (B-spline or displacement field) or None) of a forward transform."""
     import SimpleITK as sitk
 
     if isinstance(transform, sitk.CompositeTransform):
         parts = [transform.GetNthTransform(i) for i in range(transform.GetNumberOfTransforms())]
         affine = sitk.AffineTransform(parts[0])
-        bspline = sitk.BSplineTransform(parts[1]) if len(parts) > 1 else None
-        return affine, bspline
+        if len(parts) == 1:
+            return affine, None
+        if parts[1].GetName() == "DisplacementFieldTransform":
+            return affine, parts[1]
+        return affine, sitk.BSplineTransform(parts[1])
     return sitk.AffineTransform(transform), None
 
 

@@ -1,0 +1,124 @@
+"""``--registration auto``: affine or affine + deformable, chosen from the labeled cases alone.
+
+With two or more labeled cases, every labeled case's label is predicted from each other labeled case by
+registration only (ordered pairs q onto q'), once through the affine and once through the affine +
+deformable transforms; the method with the higher mean Dice over those pairs is kept (ties: affine, the
+simpler model). With one labeled case there is nothing to compare against, so the deformable stage is kept
+unless more than ``auto_max_failed_fraction`` of its pairs failed their folding, inverse-consistency or
+metric checks. Both numbers and the choice go to ``registration/<configuration>/registration_choice.json``
+(one entry per labeled set) and into the registration report.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from cctrnet.registration import brs
+from cctrnet.registration.pair_store import PairStore
+from cctrnet.registration.settings import RegistrationSettings
+from cctrnet.registration.volumes import load_label
+from cctrnet.utilities.file_io import load_json, save_json
+
+CANDIDATES = ("affine", "affine_deformable")
+CHOICE_FILE = "registration_choice.json"
+
+
+@dataclass
+class MethodChoice:
+    """The chosen method and the evidence."""
+
+    method: str
+    labeled_cases: list[str]
+    reason: str
+    #: method -> {"mean": Dice, "per_class": {class: Dice}, "pairs": number of ordered pairs}
+    leave_one_out_dice: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: method -> fraction of the run's pairs that failed
+    failed_fraction: dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        numbers = ", ".join(f"{m} {v['mean']:.3f}" for m, v in self.leave_one_out_dice.items() if v.get("mean") is not None)
+        return f"registration auto: {self.method} ({self.reason}{'; leave-one-out Dice ' + numbers if numbers else ''})"
+
+
+def leave_one_out_pairs(labeled: Sequence[str]) -> list[tuple[str, str]]:
+    """Ordered (moving, fixed) pairs between distinct labeled cases."""
+    return [(q, target) for target in sorted(labeled) for q in sorted(labeled) if q != target]
+
+
+def class_dice(prediction: np.ndarray, truth: np.ndarray, classes: Sequence[int]) -> dict[int, float]:
+    """Dice per class present in either map (ignored voxels, -1, count as no class)."""
+    out = {}
+    for value in classes:
+        total = np.sum(prediction == value) + np.sum(truth == value)
+        if total:
+            out[int(value)] = float(2.0 * np.sum((prediction == value) & (truth == value)) / total)
+    return out
+
+
+def leave_one_out_dice(data_folder: Path, store: PairStore, labeled: Sequence[str]) -> dict[str, Any]:
+    """Mean and per-class Dice of each labeled label carried onto every other labeled case (failed pairs: 0)."""
+    per_class: dict[int, list[float]] = {}
+    means = []
+    for moving, fixed in leave_one_out_pairs(labeled):
+        truth, _ = load_label(data_folder, fixed)
+        classes = [int(c) for c in np.unique(truth) if c > 0]
+        if store.successful(moving, fixed):
+            scores = class_dice(brs.registered_label(data_folder, store, fixed, moving), truth, classes)
+        else:
+            scores = {c: 0.0 for c in classes}  # a pair that failed gives the unlabeled case no label at all
+        for value, score in scores.items():
+            per_class.setdefault(value, []).append(score)
+        if scores:
+            means.append(float(np.mean(list(scores.values()))))
+    return {
+        "mean": float(np.mean(means)) if means else None,
+        "per_class": {str(c): float(np.mean(v)) for c, v in sorted(per_class.items())},
+        "pairs": len(means),
+    }
+
+
+def failed_fraction(store: PairStore, pairs: Sequence[tuple[str, str]]) -> float:
+    results = [store.load(m, f) for m, f in pairs]
+    finished = [r for r in results if r is not None]
+    return float(np.mean([not r.ok for r in finished])) if finished else 1.0
+
+
+def choose(data_folder: Path, stores: dict[str, PairStore], labeled: Sequence[str], run_pairs: Sequence[tuple[str, str]],
+           settings: RegistrationSettings) -> MethodChoice:
+    """The choice among ``CANDIDATES`` for one labeled set; every pair it reads must be computed already."""
+    labeled = sorted(labeled)
+    failures = {m: failed_fraction(stores[m], run_pairs) for m in CANDIDATES}
+    if len(labeled) >= 2:
+        dice = {m: leave_one_out_dice(data_folder, stores[m], labeled) for m in CANDIDATES}
+        affine, deformable = (dice[m]["mean"] or 0.0 for m in CANDIDATES)
+        method = "affine_deformable" if deformable > affine else "affine"
+        reason = f"higher leave-one-out Dice over {dice['affine']['pairs']} labeled pairs"
+        return MethodChoice(method, labeled, reason, dice, failures)
+    if failures["affine_deformable"] <= settings.auto_max_failed_fraction:
+        reason = (f"one labeled case: deformable pairs pass their checks "
+                  f"({100 * failures['affine_deformable']:.1f}% failed)")
+        return MethodChoice("affine_deformable", labeled, reason, {}, failures)
+    reason = (f"one labeled case: {100 * failures['affine_deformable']:.1f}% of the deformable pairs failed their "
+              f"checks (limit {100 * settings.auto_max_failed_fraction:.0f}%)")
+    return MethodChoice("affine", labeled, reason, {}, failures)
+
+
+def choice_key(labeled: Sequence[str] | None) -> str:
+    return "all labeled cases" if labeled is None else ",".join(sorted(labeled))
+
+
+def save_choice(registration_root: Path, key: str, choice: MethodChoice) -> None:
+    path = Path(registration_root) / CHOICE_FILE
+    stored = load_json(path) if path.exists() else {"choices": {}}
+    stored["choices"][key] = asdict(choice)
+    save_json(stored, path)
+    print(f"[cctrnet] {choice.describe()}", file=sys.stderr)
+
+
+def load_choices(registration_root: Path) -> dict[str, Any]:
+    path = Path(registration_root) / CHOICE_FILE
+    return load_json(path)["choices"] if path.exists() else {}
