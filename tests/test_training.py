@@ -130,3 +130,11 @@ def test_val_predicts_and_evaluates_the_test_cases(tiny_dataset, tmp_path):
     summary = load_json(folder / "validation" / "summary.json")
     assert summary["mean"]["dice_percent"] == summary["mean"]["dice_percent"]  # a number, not NaN
     assert len(list((folder / "validation").glob("*.nii.gz"))) == 1  # the one test case
+    # the post-processing was decided at the end of training, from the training and registered labels only
+    decision = load_json(folder / "postprocessing.json")
+    assert decision["sources"]["labeled_cases"] == load_json(folder / "labeled_cases.json")["labeled"]
+    # this fixture registers nothing (LabeledOnlyTrainer needs no registration): the record says so
+    assert decision["sources"]["registered_labels"]["volumes"] == 0
+    assert "no registration" in decision["sources"]["registered_labels"]["not_used"]
+    before = load_json(folder / "validation" / "without_postprocessing" / "summary.json")
+    assert before["num_cases_evaluated"] == 1
