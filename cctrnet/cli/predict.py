@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Sequence
 
 from cctrnet.cli.common import add_device_argument, add_threads_argument, fail
+from cctrnet.postprocessing import UNPROCESSED_SUBFOLDER
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
-UNPROCESSED_SUBFOLDER = "without_postprocessing"
 
 
 def build_parser() -> argparse.ArgumentParser:

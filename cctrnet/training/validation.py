@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cctrnet import paths
-
-UNPROCESSED_SUBFOLDER = "without_postprocessing"  # as cctr_predict --save-without-postprocessing
+from cctrnet.postprocessing import UNPROCESSED_SUBFOLDER
 
 
 def validate_model(model_folder: Path, dataset_name: str, device_name: str = "auto", progress: bool = True
