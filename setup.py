@@ -36,6 +36,7 @@ setup(
             "cctr_register=cctrnet.cli.register:main",
             "cctr_train=cctrnet.cli.train:main",
             "cctr_predict=cctrnet.cli.predict:main",
+            "cctr_determine_postprocessing=cctrnet.cli.determine_postprocessing:main",
             "cctr_evaluate=cctrnet.cli.evaluate:main",
         ]
     },

@@ -130,3 +130,12 @@ def test_val_predicts_and_evaluates_the_test_cases(tiny_dataset, tmp_path):
     summary = load_json(folder / "validation" / "summary.json")
     assert summary["mean"]["dice_percent"] == summary["mean"]["dice_percent"]  # a number, not NaN
     assert len(list((folder / "validation").glob("*.nii.gz"))) == 1  # the one test case
+    # the post-processing was decided at the end of training, from the training and registered labels only
+    decision = load_json(folder / "postprocessing.json")
+    assert decision["sources"]["labeled_cases"] == load_json(folder / "labeled_cases.json")["labeled"]
+    # the fixture registers nothing, but the co-training tests of this module register their labeled set:
+    # the registered labels of the 4 unlabeled cases are used when they exist, else the record says so
+    registered = decision["sources"]["registered_labels"]
+    assert registered["volumes"] == 4 or (registered["volumes"] == 0 and "no registration" in registered["not_used"])
+    before = load_json(folder / "validation" / "without_postprocessing" / "summary.json")
+    assert before["num_cases_evaluated"] == 1

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from cctrnet.cli.common import add_device_argument, add_threads_argument, fail
+from cctrnet.postprocessing import UNPROCESSED_SUBFOLDER
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
@@ -41,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="patches per forward pass, taken from several slices (default: 16)")
     parser.add_argument("--save-probabilities", action="store_true",
                         help="also write {case}.npz with the class probabilities on the input grid")
+    parser.add_argument("--no-postprocessing", action="store_true",
+                        help="write the label maps as predicted, without the model folder's postprocessing.json")
+    parser.add_argument("--save-without-postprocessing", action="store_true",
+                        help=f"also write the label maps before post-processing to OUTPUT/{UNPROCESSED_SUBFOLDER}/ "
+                             "(to evaluate with and without it from one run)")
     parser.add_argument("--continue", dest="continue_prediction", action="store_true",
                         help="keep predictions already in OUTPUT and predict only the missing cases")
     parser.add_argument("--reg-only", action="store_true",
@@ -94,15 +100,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   args.model_folder)
         settings = SlidingWindowSettings(step_fraction=args.step_size, mirroring=not args.disable_tta,
                                          patches_per_batch=args.batch_size)
-        predictor = Predictor.from_model_folder(model, args.device, args.checkpoint, settings)
+        predictor = Predictor.from_model_folder(model, args.device, args.checkpoint, settings,
+                                                postprocessing=not args.no_postprocessing)
     except (ModelFolderError, RuntimeError, ValueError) as error:
         return fail(str(error), EXIT_USAGE)
     print(f"model {model.describe()}: checkpoint {args.checkpoint}, branches {', '.join(model.branch_names)}, "
           f"device {predictor.device}, mirroring {'off' if args.disable_tta else 'on'}")
+    print(_postprocessing_line(args, model, predictor.postprocessing))
+    unprocessed = output_folder / UNPROCESSED_SUBFOLDER if args.save_without_postprocessing else None
     report = predictor.predict_folder(input_folder, output_folder, args.save_probabilities,
-                                      overwrite=not args.continue_prediction, progress=not args.quiet)
+                                      overwrite=not args.continue_prediction, progress=not args.quiet,
+                                      unprocessed_folder=unprocessed)
     _print_report(report, output_folder)
     return EXIT_PROBLEMS if report.problems else EXIT_OK
+
+
+def _postprocessing_line(args: argparse.Namespace, model, plan) -> str:
+    from cctrnet.postprocessing.plan import POSTPROCESSING_FILE
+
+    if args.no_postprocessing:
+        return "post-processing: off (--no-postprocessing)"
+    if plan is None:
+        return (f"post-processing: none, {model.path / POSTPROCESSING_FILE} does not exist "
+                f"(cctr_determine_postprocessing -m {model.path} decides it)")
+    names = {int(v): name for name, v in model.dataset_json["labels"].items()}
+    return f"post-processing: {plan.describe(names)} ({model.path / POSTPROCESSING_FILE})"
 
 
 def _main_registration_only(args: argparse.Namespace, input_folder: Path, output_folder: Path) -> int:

@@ -2,7 +2,8 @@
 
 The probabilities are resampled back to the cropped grid (linear), pasted into the raw extent (background
 outside the crop), and the argmax is taken there, on the raw grid, so the written label map has the input's
-size, spacing, origin and direction exactly.
+size, spacing, origin and direction exactly. Post-processing (connected components) acts on that label map
+just before it is written, so it changes labels only, never the geometry; the probabilities stay as they are.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from cctrnet.dataset.geometry import Geometry
 from cctrnet.dataset.image_io import write_image
+from cctrnet.postprocessing.plan import PostprocessingPlan
 from cctrnet.preprocessing.revert import probabilities_to_raw
 from cctrnet.utilities.file_io import atomic_path
 
@@ -48,12 +50,21 @@ def save_probabilities(probabilities_czyx: np.ndarray, geometry: Geometry, label
 
 
 def export_prediction(probabilities_czyx: np.ndarray, properties: dict[str, Any], label_values: Sequence[int],
-                      output_file: str | os.PathLike, file_ending: str, with_probabilities: bool = False
-                      ) -> np.ndarray:
-    """Write the label map (and optionally the probabilities) of one case on its raw grid; returns the labels."""
+                      output_file: str | os.PathLike, file_ending: str, with_probabilities: bool = False,
+                      postprocessing: PostprocessingPlan | None = None,
+                      unprocessed_file: str | os.PathLike | None = None) -> np.ndarray:
+    """Write the label map (and optionally the probabilities) of one case on its raw grid; returns the labels.
+
+    ``postprocessing`` is applied to the label map before it is written; ``unprocessed_file`` also receives
+    the label map as it was before (the same map when there is no post-processing).
+    """
     raw_probabilities = probabilities_to_raw(probabilities_czyx, properties)
     raw_geometry = Geometry.from_dict(properties["geometry_raw"])
     segmentation = segmentation_from_probabilities(raw_probabilities, label_values)
+    if unprocessed_file is not None:
+        write_image(segmentation, raw_geometry, unprocessed_file)
+    if postprocessing is not None:
+        segmentation = postprocessing.apply(segmentation)
     write_image(segmentation, raw_geometry, output_file)
     if with_probabilities:
         probabilities_file = probabilities_path_for(output_file, file_ending)

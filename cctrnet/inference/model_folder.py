@@ -5,6 +5,7 @@ Layout written by the trainer (one folder per run)::
     cctr_results/DatasetXXX_Name/<Trainer>__labeled<N>__seed<S>/    # N: labeled cases, or "all"
         plans.json  dataset.json  config.json
         checkpoint_final.pth  and/or  checkpoint_latest.pth
+        postprocessing.json   (optional: connected-component rules, cctrnet.postprocessing)
 
 ``config.json`` names the branches present (``"branches"``) and their architectures (``"architectures"``),
 which may differ from the plan's (the CPS trainer's branch B is a second U-Net). A checkpoint holds

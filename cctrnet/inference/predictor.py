@@ -2,7 +2,8 @@
 
 One case: read its channels -> ``preprocess_arrays`` (crop, normalise, resample in plane, the training code)
 -> sliding-window class probabilities of every slice, mean of the branches' softmax -> back to the input's
-grid -> label map in the dataset's file format (and the probabilities with ``with_probabilities``).
+grid -> label map, post-processed as the model folder's ``postprocessing.json`` says -> the dataset's file
+format (and the probabilities with ``with_probabilities``).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from cctrnet.inference.export import export_prediction
 from cctrnet.inference.input_cases import InputCase, list_input_cases
 from cctrnet.inference.model_folder import ModelFolder
 from cctrnet.inference.sliding_window import BranchEnsemble, SlidingWindowSettings, predict_volume
+from cctrnet.postprocessing.plan import PostprocessingPlan, load_postprocessing
 from cctrnet.preprocessing.preprocessor import preprocess_arrays
 
 
@@ -63,25 +65,32 @@ def predict_each_case(cases: Sequence[InputCase], output_folder: str | os.PathLi
 
 
 class Predictor:
-    """A trained model ready to predict: its plan, label values and eval-mode networks on one device."""
+    """A trained model ready to predict: its plan, label values and eval-mode networks on one device.
+
+    ``postprocessing``: applied to every label map before it is written (None: none).
+    """
 
     def __init__(self, model: ModelFolder, networks: Sequence[Any], device: Any,
-                 settings: SlidingWindowSettings | None = None):
+                 settings: SlidingWindowSettings | None = None, postprocessing: PostprocessingPlan | None = None):
         import torch
 
         self.model = model
         self.device = torch.device(device)
         self.settings = settings or SlidingWindowSettings()
         self.ensemble = BranchEnsemble(networks)
+        self.postprocessing = postprocessing
 
     @classmethod
     def from_model_folder(cls, model: ModelFolder, device: str = "auto", checkpoint: str = "final",
-                          settings: SlidingWindowSettings | None = None) -> "Predictor":
+                          settings: SlidingWindowSettings | None = None, postprocessing: bool = True
+                          ) -> "Predictor":
+        """``postprocessing``: use the folder's ``postprocessing.json`` (when it has one)."""
         from cctrnet.utilities.device import resolve_device
 
         torch_device = resolve_device(device)
         networks = model.load_networks(torch_device, checkpoint)
-        return cls(model, list(networks.values()), torch_device, settings)
+        plan = load_postprocessing(model.path) if postprocessing else None
+        return cls(model, list(networks.values()), torch_device, settings, plan)
 
     # --- arrays -------------------------------------------------------------------------------------
     def preprocess(self, data_czyx: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, dict[str, Any]]:
@@ -101,28 +110,36 @@ class Predictor:
 
     # --- files --------------------------------------------------------------------------------------
     def predict_case(self, image_files: Sequence[str | os.PathLike], output_file: str | os.PathLike,
-                     with_probabilities: bool = False, progress: bool = False) -> np.ndarray:
-        """Predict one case from its channel files and write it; returns the label map on the input grid."""
+                     with_probabilities: bool = False, progress: bool = False,
+                     unprocessed_file: str | os.PathLike | None = None) -> np.ndarray:
+        """Predict one case from its channel files and write it; returns the label map on the input grid.
+
+        ``unprocessed_file``: also write the label map before post-processing there.
+        """
         data, geometry = read_case_images(image_files)
         data, properties = self.preprocess(data, geometry)
         probabilities = self.predict_preprocessed(data, progress, description=Path(output_file).name)
         return export_prediction(probabilities, properties, self.model.label_values, output_file,
-                                 self.model.file_ending, with_probabilities)
+                                 self.model.file_ending, with_probabilities, self.postprocessing, unprocessed_file)
 
     def predict_cases(self, cases: Sequence[InputCase], output_folder: str | os.PathLike,
-                      with_probabilities: bool = False, overwrite: bool = True, progress: bool = True
-                      ) -> FolderPredictionReport:
-        """Predict every case; one that cannot be read or preprocessed is reported and skipped."""
+                      with_probabilities: bool = False, overwrite: bool = True, progress: bool = True,
+                      unprocessed_folder: str | os.PathLike | None = None) -> FolderPredictionReport:
+        """Predict every case; one that cannot be read or preprocessed is reported and skipped.
+
+        ``unprocessed_folder``: also write each label map before post-processing there, under the same name.
+        """
         def predict_one(image_files: Sequence[Path], output_file: Path) -> None:
-            self.predict_case(image_files, output_file, with_probabilities, progress)
+            unprocessed = None if unprocessed_folder is None else Path(unprocessed_folder) / output_file.name
+            self.predict_case(image_files, output_file, with_probabilities, progress, unprocessed)
 
         return predict_each_case(cases, output_folder, self.model.file_ending, predict_one, overwrite, progress)
 
     def predict_folder(self, input_folder: str | os.PathLike, output_folder: str | os.PathLike,
-                       with_probabilities: bool = False, overwrite: bool = True, progress: bool = True
-                       ) -> FolderPredictionReport:
+                       with_probabilities: bool = False, overwrite: bool = True, progress: bool = True,
+                       unprocessed_folder: str | os.PathLike | None = None) -> FolderPredictionReport:
         """Predict every case of ``input_folder`` into ``output_folder`` as ``{case}{file_ending}``."""
         cases, listing_problems = list_input_cases(input_folder, self.model.num_input_channels)
-        report = self.predict_cases(cases, output_folder, with_probabilities, overwrite, progress)
+        report = self.predict_cases(cases, output_folder, with_probabilities, overwrite, progress, unprocessed_folder)
         report.problems = listing_problems + report.problems
         return report

@@ -57,11 +57,23 @@ def train(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: int | No
         _check_validation_data(trainer.setup.dataset_name)
     trainer.run(progress=progress)
     print(f"finished; data loading took {trainer.data_wait_share():.1%} of the time; model in {trainer.output_folder}")
+    _determine_postprocessing(trainer.output_folder)
     if validate:
         from cctrnet.training.validation import validate_model
 
         validate_model(trainer.output_folder, trainer.setup.dataset_name, device_name, progress)
     return trainer.output_folder
+
+
+def _determine_postprocessing(model_folder: Path) -> None:
+    """Decide the post-processing now, so cctr_predict applies it; a failure leaves the model usable without."""
+    from cctrnet.postprocessing.determine import PostprocessingDecisionError, determine_postprocessing
+
+    try:
+        determine_postprocessing(model_folder)
+    except (PostprocessingDecisionError, OSError, ValueError, LookupError) as error:
+        print(f"post-processing not decided ({error}); predictions will not be post-processed until "
+              f"cctr_determine_postprocessing -m {model_folder} succeeds")
 
 
 def _check_validation_data(dataset_name: str) -> None:
