@@ -30,6 +30,7 @@ setup(
         "console_scripts": [
             "cctr_generate_phantom=dataset_conversion.phantom:main",
             "cctr_generate_brain=dataset_conversion.brain_phantom:main",
+            "cctr_generate_acdc_population=dataset_conversion.acdc_population:main",
             "cctr_convert_acdc=dataset_conversion.acdc:main",
             "cctr_convert_synapse=dataset_conversion.synapse:main",
             "cctr_plan_and_preprocess=cctrnet.cli.plan_and_preprocess:main",

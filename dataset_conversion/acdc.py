@@ -137,6 +137,9 @@ def convert_acdc(
         "licence": "ACDC data may not be redistributed; obtain it yourself from the challenge organisers "
                    "and respect their terms of use",
         "split_source": split.get("source", "user-supplied split"),
+        # both frames of a patient: cctr_train --labeled N then counts patients, as the paper's protocol does
+        "patients": {patient: sorted(c.case_id for c in cases if c.case_id.rsplit("_frame", 1)[0] == patient)
+                     for patient in sorted({c.case_id.rsplit("_frame", 1)[0] for c in cases})},
     }
     return build_raw_dataset(
         cases,

@@ -20,8 +20,8 @@ import numpy as np
 from cctrnet.dataset.geometry import Geometry
 from dataset_conversion.generator_config import GeneratorConfig, Range
 from dataset_conversion.mri_noise import rician_int16
-from dataset_conversion.generated_dataset import (ALLOWED_FILE_ENDINGS, GeneratedDatasetSpec, case_id, case_seed,
-                                                 write_generated_dataset)
+from dataset_conversion.generated_dataset import (GeneratedDatasetSpec, add_generator_arguments, case_id, case_seed,
+                                                 raw_root_or_default, write_generated_dataset)
 
 SOURCES = ("mni", "aal")
 CHANNEL_NAMES = {"0": "MRI"}
@@ -346,24 +346,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a brain MRI dataset with real anatomy: a template (MNI152 2009a from nilearn, or Colin27 + "
                     "AAL from mricron-data) warped by random diffeomorphisms, with bias, contrast and noise, in thick "
                     "axial slices, in the raw layout DatasetXXX_Name/{imagesTr,labelsTr,imagesTs,labelsTs}.")
-    parser.add_argument("--raw-root", type=Path, default=None,
-                        help="folder of the raw datasets (default: cctrnet.paths.raw_folder(), env var cctr_raw)")
-    parser.add_argument("-d", "--dataset-id", type=int, default=2, help="dataset id, 1..999 (default 2)")
-    parser.add_argument("--name", default="BrainPhantom", help="dataset name (default BrainPhantom)")
+    add_generator_arguments(parser, 2, "BrainPhantom",
+                            "only write a PNG of slices of the first 3 training subjects with labels, then exit")
     parser.add_argument("--num-training", type=int, default=20, help="training cases in imagesTr (default 20)")
     parser.add_argument("--num-test", type=int, default=10, help="test cases in imagesTs with labelsTs (default 10)")
     parser.add_argument("--num-unlabeled", type=int, default=0,
                         help="how many training cases (the last ones) are written without a label file (default 0)")
-    parser.add_argument("--seed", type=int, default=0, help="dataset seed; the same seed gives identical files' arrays")
     parser.add_argument("--source", choices=SOURCES, default="mni",
                         help="template: mni (labels CSF 1, GM 2, WM 3; needs nilearn) or aal (six subcortical "
                              "structures; needs Debian's mricron-data) (default mni)")
     parser.add_argument("--slice-thickness", type=float, default=None, metavar="MM",
                         help="slice thickness = spacing in mm for every subject (default: random in 4-6 mm per subject)")
-    parser.add_argument("--file-ending", default=".nii.gz", choices=ALLOWED_FILE_ENDINGS, help="image format (default .nii.gz)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder of that name")
-    parser.add_argument("--preview", type=Path, metavar="PNG", default=None,
-                        help="only write a PNG of slices of the first 3 training subjects with labels, then exit")
     return parser
 
 
@@ -381,10 +374,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.preview is not None:
         print(f"preview written to {write_preview_png(args.preview, template, seed=args.seed, config=config)}")
         return
-    if args.raw_root is None:
-        from cctrnet.paths import raw_folder
-
-        args.raw_root = raw_folder()
+    args.raw_root = raw_root_or_default(args.raw_root)
     try:
         folder = generate_brain_dataset(args.raw_root, args.dataset_id, args.name, args.num_training, args.num_test,
                                         args.num_unlabeled, args.seed, args.source, args.file_ending, args.overwrite,

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -81,6 +82,47 @@ def replace_folder(new_folder: Path, final_folder: Path) -> None:
     shutil.rmtree(old_folder, ignore_errors=True)
 
 
+@contextmanager
+def staged_dataset_folder(raw_root: Path, dataset_id: int, name: str, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a hidden sibling folder to write ``raw_root/DatasetXXX_Name`` into; renamed into place on success.
+
+    Refuses an existing folder without ``overwrite`` and an id already used by a dataset of another name; an
+    error (or Ctrl-C) inside the block removes the partial folder.
+    """
+    from cctrnet.dataset.raw_dataset import available_datasets, dataset_folder_name
+
+    raw_root = Path(raw_root)
+    final_folder = raw_root / dataset_folder_name(dataset_id, name)
+    if final_folder.exists() and not overwrite:
+        raise FileExistsError(f"{final_folder}: already exists; pass --overwrite (overwrite=True) to replace it")
+    same_id = [other for other in available_datasets(raw_root)
+               if other.startswith(f"Dataset{dataset_id:03d}_") and other != final_folder.name]
+    if same_id:
+        raise FileExistsError(f"{raw_root}: dataset id {dataset_id} is already used by {', '.join(same_id)}; "
+                              "choose another --dataset-id (an id must name one dataset)")
+    raw_root.mkdir(parents=True, exist_ok=True)
+    partial_folder = raw_root / f".{final_folder.name}.partial-{os.getpid()}"
+    if partial_folder.exists():
+        shutil.rmtree(partial_folder)
+    partial_folder.mkdir()
+    try:
+        yield partial_folder
+        replace_folder(partial_folder, final_folder)
+    except BaseException:
+        shutil.rmtree(partial_folder, ignore_errors=True)
+        raise
+
+
+def write_case_files(folder: Path, split: str, case: str, image: np.ndarray, label: np.ndarray | None,
+                     geometry: Geometry, ending: str) -> None:
+    """``images{split}/{case}_0000{ending}`` and, when ``label`` is given, ``labels{split}/{case}{ending}``."""
+    from cctrnet.dataset.image_io import write_image
+
+    write_image(image, geometry, folder / f"images{split}" / f"{case}_0000{ending}")
+    if label is not None:
+        write_image(label, geometry, folder / f"labels{split}" / f"{case}{ending}")
+
+
 def write_generated_dataset(raw_root: Path, spec: GeneratedDatasetSpec, make_case: CaseMaker,
                             overwrite: bool = False, show_progress: bool = True) -> Path:
     """Write ``raw_root/DatasetXXX_Name`` from ``make_case`` and return its path.
@@ -91,40 +133,44 @@ def write_generated_dataset(raw_root: Path, spec: GeneratedDatasetSpec, make_cas
     from tqdm import tqdm
 
     from cctrnet.dataset.dataset_json import write_dataset_json
-    from cctrnet.dataset.image_io import write_image
-    from cctrnet.dataset.raw_dataset import available_datasets, dataset_folder_name
+    from cctrnet.dataset.raw_dataset import dataset_folder_name
 
     check_dataset_arguments(spec.dataset_id, spec.name, spec.num_training, spec.num_test, spec.num_unlabeled,
                             spec.file_ending)
-    raw_root = Path(raw_root)
-    final_folder = raw_root / dataset_folder_name(spec.dataset_id, spec.name)
-    if final_folder.exists() and not overwrite:
-        raise FileExistsError(f"{final_folder}: already exists; pass --overwrite (overwrite=True) to replace it")
-    same_id = [other for other in available_datasets(raw_root)
-               if other.startswith(f"Dataset{spec.dataset_id:03d}_") and other != final_folder.name]
-    if same_id:
-        raise FileExistsError(f"{raw_root}: dataset id {spec.dataset_id} is already used by {', '.join(same_id)}; "
-                              "choose another --dataset-id (an id must name one dataset)")
-
-    raw_root.mkdir(parents=True, exist_ok=True)
-    partial_folder = raw_root / f".{final_folder.name}.partial-{os.getpid()}"
-    if partial_folder.exists():
-        shutil.rmtree(partial_folder)
+    final_folder = Path(raw_root) / dataset_folder_name(spec.dataset_id, spec.name)
     ending = spec.file_ending
-    try:
+    with staged_dataset_folder(Path(raw_root), spec.dataset_id, spec.name, overwrite) as partial_folder:
         cases = [("Tr", index, index < spec.num_training - spec.num_unlabeled) for index in range(spec.num_training)]
         cases += [("Ts", spec.num_training + index, True) for index in range(spec.num_test)]
         for split, index, labeled in tqdm(cases, desc=f"{spec.progress_label} {final_folder.name}", unit="case",
                                           disable=not show_progress):
             image, label, geometry = make_case(case_seed(spec.seed, index))
-            write_image(image, geometry, partial_folder / f"images{split}" / f"{spec.case_id(index)}_0000{ending}")
-            if labeled:
-                write_image(label, geometry, partial_folder / f"labels{split}" / f"{spec.case_id(index)}{ending}")
+            write_case_files(partial_folder, split, spec.case_id(index), image, label if labeled else None,
+                             geometry, ending)
         write_dataset_json(partial_folder, spec.channel_names, spec.labels, spec.num_training, ending,
                            name=spec.name, description=spec.description, numTest=spec.num_test,
                            numUnlabeled=spec.num_unlabeled, generator=spec.generator_info)
-        replace_folder(partial_folder, final_folder)
-    except BaseException:
-        shutil.rmtree(partial_folder, ignore_errors=True)
-        raise
     return final_folder
+
+
+def add_generator_arguments(parser: Any, dataset_id: int, name: str, preview_help: str) -> None:
+    """The options every generator shares: where and under which id and name, seed, format, overwrite, preview."""
+    parser.add_argument("--raw-root", type=Path, default=None,
+                        help="folder of the raw datasets (default: cctrnet.paths.raw_folder(), env var cctr_raw)")
+    parser.add_argument("-d", "--dataset-id", type=int, default=dataset_id,
+                        help=f"dataset id, 1..999 (default {dataset_id})")
+    parser.add_argument("--name", default=name, help=f"dataset name (default {name})")
+    parser.add_argument("--seed", type=int, default=0, help="dataset seed; the same seed gives identical files' arrays")
+    parser.add_argument("--file-ending", default=".nii.gz", choices=ALLOWED_FILE_ENDINGS,
+                        help="image format (default .nii.gz)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder of that name")
+    parser.add_argument("--preview", type=Path, metavar="PNG", default=None, help=preview_help)
+
+
+def raw_root_or_default(raw_root: Path | None) -> Path:
+    """``--raw-root`` when given, else cctrnet's raw folder (``$cctr_raw``)."""
+    if raw_root is not None:
+        return raw_root
+    from cctrnet.paths import raw_folder
+
+    return raw_folder()

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from cctrnet.dataset.geometry import Geometry
-from dataset_conversion.generated_dataset import (ALLOWED_FILE_ENDINGS, GeneratedDatasetSpec, case_id, case_seed,
-                                                 write_generated_dataset)
+from dataset_conversion.generated_dataset import (GeneratedDatasetSpec, add_generator_arguments, case_id, case_seed,
+                                                 raw_root_or_default, write_generated_dataset)
 from dataset_conversion.phantom_config import PhantomConfig
+
+if TYPE_CHECKING:
+    from dataset_conversion.phantom_anatomy import Acquisition
 
 LABELS = {"background": 0, "RV": 1, "MYO": 2, "LV": 3}
 CHANNEL_NAMES = {"0": "MRI"}
@@ -37,19 +40,22 @@ def generate_phantom_subject(seed: int, config: PhantomConfig | None = None) -> 
     rng = np.random.default_rng(int(seed))
     subject = sample_subject_parameters(rng, config)
     image, label = render_subject(subject, config, rng)
-    acquisition = subject.acquisition
-    if config.oblique_direction:
+    return image, label, subject_geometry(subject.acquisition, config.oblique_direction)
+
+
+def subject_geometry(acquisition: "Acquisition", oblique_direction: bool = True) -> Geometry:
+    """The written grid of a subject: its oblique short-axis stack moved by the patient offset, or (identity)
+    the same arrays on an axis-aligned grid centred in plane on the world origin."""
+    if oblique_direction:
         direction = acquisition.oblique_direction
         origin = acquisition.oblique_origin_xyz_mm + acquisition.patient_offset_xyz_mm
     else:
-        # the same arrays on an axis-aligned grid centred in plane on the world origin
         direction = np.eye(3)
         nz, ny, nx = acquisition.shape_zyx
         sx, sy, _ = acquisition.spacing_xyz_mm
         origin = np.array([-sx * (nx - 1) / 2, -sy * (ny - 1) / 2, 0.0])
-    geometry = Geometry(acquisition.shape_zyx, acquisition.spacing_xyz_mm, tuple(float(v) for v in origin),
-                        tuple(float(v) for v in direction.ravel()))
-    return image, label, geometry
+    return Geometry(acquisition.shape_zyx, acquisition.spacing_xyz_mm, tuple(float(v) for v in origin),
+                    tuple(float(v) for v in direction.ravel()))
 
 
 def generate_phantom_dataset(
@@ -97,16 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cctr_generate_phantom",
         description="Write a synthetic cardiac short-axis MRI dataset (ACDC-like labels: RV 1, MYO 2, LV 3) in the "
                     "raw layout DatasetXXX_Name/{imagesTr,labelsTr,imagesTs,labelsTs}.")
-    parser.add_argument("--raw-root", type=Path, default=None,
-                        help="folder of the raw datasets (default: cctrnet.paths.raw_folder(), env var cctr_raw)")
-    parser.add_argument("-d", "--dataset-id", type=int, default=1, help="dataset id, 1..999 (default 1)")
-    parser.add_argument("--name", default="CardiacPhantom", help="dataset name (default CardiacPhantom)")
+    add_generator_arguments(parser, 1, "CardiacPhantom",
+                            "only write a PNG of slices of the first 3 training subjects with labels, then exit")
     parser.add_argument("--num-training", type=int, default=20, help="training cases in imagesTr (default 20)")
     parser.add_argument("--num-test", type=int, default=10, help="test cases in imagesTs with labelsTs (default 10)")
     parser.add_argument("--num-unlabeled", type=int, default=0,
                         help="how many training cases (the last ones) are written without a label file (default 0)")
-    parser.add_argument("--seed", type=int, default=0, help="dataset seed; the same seed gives identical files' arrays")
-    parser.add_argument("--file-ending", default=".nii.gz", choices=ALLOWED_FILE_ENDINGS, help="image format (default .nii.gz)")
     parser.add_argument("--direction", choices=("oblique", "identity"), default="oblique",
                         help="direction matrix: the subject's oblique short-axis orientation in the patient frame "
                              "(default) or identity; the arrays are the same either way")
@@ -114,9 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="in-plane size range in pixels (default 176 216)")
     parser.add_argument("--tiny", action="store_true",
                         help="64x64 px, 6 thick slices (PhantomConfig.tiny()): a small dataset for quick tests")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder of that name")
-    parser.add_argument("--preview", type=Path, metavar="PNG", default=None,
-                        help="only write a PNG of slices of the first 3 training subjects with labels, then exit")
     return parser
 
 
@@ -129,10 +128,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.preview is not None:
         print(f"preview written to {write_preview_png(args.preview, seed=args.seed, config=config)}")
         return
-    if args.raw_root is None:
-        from cctrnet.paths import raw_folder
-
-        args.raw_root = raw_folder()
+    args.raw_root = raw_root_or_default(args.raw_root)
     try:
         folder = generate_phantom_dataset(args.raw_root, args.dataset_id, args.name, args.num_training, args.num_test,
                                           args.num_unlabeled, args.seed, args.file_ending, args.overwrite, config)

@@ -141,6 +141,17 @@ class HeartShape:
     papillary_height_range: tuple[float, float]  # as fractions of the cavity length
     left_atrium: Ellipsoid
     right_atrium: Ellipsoid
+    # features of the ACDC-like population (dataset_conversion/acdc_population_heart.py); the defaults leave
+    # the cardiac phantom as it was
+    septal_extra_wall_mm: float = 0.0  # extra wall thickness of the septum (towards the RV): asymmetric hypertrophy
+    septal_half_width_rad: float = 1.0
+    trabeculation_depth_mm: float = 0.0  # thin myocardial strands lining the cavities (labeled as cavity)
+    trabeculation_strands: int = 0
+    infarct_wall_mm: float = 0.0  # wall thickness in the infarcted sector; 0: no infarct
+    infarct_angle_rad: float = 0.0
+    infarct_half_width_rad: float = 0.0
+    infarct_height_range: tuple[float, float] = (0.0, 1.0)  # fractions of the cavity length
+    infarct_endo_scale: float = 1.0  # endocardial radius factor in the sector (>1 at ES: the akinetic wall stays out)
 
     @property
     def epi_radius_mm(self) -> float:
@@ -205,15 +216,15 @@ class SubjectParameters:
 
 def sample_subject_parameters(rng: np.random.Generator, config: PhantomConfig) -> SubjectParameters:
     """Draw one subject; every random number comes from ``rng`` in a fixed order."""
-    heart = _sample_heart(rng, config.shape_perturbation_scale)
-    heart_rotation = _sample_heart_rotation(rng)
-    body = _sample_body(rng, config.shape_perturbation_scale)
-    acquisition = _sample_acquisition(rng, config, heart, heart_rotation)
-    appearance = _sample_appearance(rng, config)
+    heart = sample_heart(rng, config.shape_perturbation_scale)
+    heart_rotation = sample_heart_rotation(rng)
+    body = sample_body(rng, config.shape_perturbation_scale)
+    acquisition = sample_acquisition(rng, config, heart, heart_rotation)
+    appearance = sample_appearance(rng, config)
     return SubjectParameters(heart, heart_rotation, body, acquisition, appearance)
 
 
-def _sample_heart(rng: np.random.Generator, perturbation_scale: float) -> HeartShape:
+def sample_heart(rng: np.random.Generator, perturbation_scale: float) -> HeartShape:
     u = rng.uniform
     endo_radius = u(20.0, 30.0)
     endo_length = u(65.0, 90.0)
@@ -286,7 +297,7 @@ def _unit_projection(vector: np.ndarray, normal: np.ndarray) -> np.ndarray:
     return projected / np.linalg.norm(projected)
 
 
-def _sample_heart_rotation(rng: np.random.Generator) -> np.ndarray:
+def sample_heart_rotation(rng: np.random.Generator) -> np.ndarray:
     nominal = np.asarray(NOMINAL_LONG_AXIS_LPS) / np.linalg.norm(NOMINAL_LONG_AXIS_LPS)
     long_axis = rotation_about_axis(_random_perpendicular(rng, nominal), np.deg2rad(rng.uniform(0.0, 15.0))) @ nominal
     towards_rv = _unit_projection(np.asarray(RIGHT_ANTERIOR_LPS), long_axis)
@@ -294,7 +305,7 @@ def _sample_heart_rotation(rng: np.random.Generator) -> np.ndarray:
     return np.stack([towards_rv, np.cross(long_axis, towards_rv), long_axis], axis=1)
 
 
-def _sample_body(rng: np.random.Generator, perturbation_scale: float) -> BodyLayout:
+def sample_body(rng: np.random.Generator, perturbation_scale: float) -> BodyLayout:
     u = rng.uniform
     # the heart (world origin) lies left of and anterior to the torso centre
     cx, cy = -u(10.0, 30.0), u(20.0, 40.0)
@@ -321,7 +332,7 @@ def _sample_body(rng: np.random.Generator, perturbation_scale: float) -> BodyLay
                       spine_center, spine_radius, canal_center, canal_radius, aorta_center, aorta_radius)
 
 
-def _sample_acquisition(rng: np.random.Generator, config: PhantomConfig, heart: HeartShape,
+def sample_acquisition(rng: np.random.Generator, config: PhantomConfig, heart: HeartShape,
                         heart_rotation: np.ndarray) -> Acquisition:
     u = rng.uniform
     long_axis = heart_rotation[:, 2]
@@ -362,7 +373,7 @@ def _sample_acquisition(rng: np.random.Generator, config: PhantomConfig, heart: 
                        direction, origin, patient_offset)
 
 
-def _sample_appearance(rng: np.random.Generator, config: PhantomConfig) -> Appearance:
+def sample_appearance(rng: np.random.Generator, config: PhantomConfig) -> Appearance:
     intensity = np.zeros(len(Tissue), dtype=np.float32)
     for tissue in Tissue:
         intensity[tissue] = rng.uniform(*TISSUE_INTENSITY_RANGES[tissue])

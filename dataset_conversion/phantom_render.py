@@ -190,9 +190,15 @@ def _max_fat_mm(heart: HeartShape) -> float:
     return heart.fat_mm * (1.0 + 2.0 * heart.fat_perturbation.max_abs)
 
 
+def _lv_reach_mm(heart: HeartShape) -> float:
+    """Largest distance from the (bent) LV axis at which the LV wall can lie."""
+    widest_epi = (heart.epi_radius_mm + heart.septal_extra_wall_mm) * (1.0 + max(heart.mid_bulge, 0.0))
+    return widest_epi * (1.0 + heart.epi_perturbation.max_abs) + MIN_WALL_MM + 2.0
+
+
 def _ventricle_reach_mm(heart: HeartShape) -> float:
     """Largest distance from the (bent) LV axis at which a ventricle, its wall or its fat can lie."""
-    widest_epi = heart.epi_radius_mm * (1.0 + max(heart.mid_bulge, 0.0))
+    widest_epi = (heart.epi_radius_mm + heart.septal_extra_wall_mm) * (1.0 + max(heart.mid_bulge, 0.0))
     lv = widest_epi * (1.0 + heart.epi_perturbation.max_abs) + MIN_WALL_MM + _max_fat_mm(heart)
     rv = ((widest_epi * max(1.0, heart.rv_wrap) + heart.rv_width_mm) * (1.0 + heart.rv_perturbation.max_abs)
           + abs(heart.rv_offset_mm) + heart.rv_wall_mm + _max_fat_mm(heart))
@@ -230,11 +236,9 @@ def _paint_ventricles(tissue: np.ndarray, label: np.ndarray, lx: np.ndarray, ly:
     """
     t_endo = height / np.float32(heart.endo_length_mm)
     endo_profile = _taper(t_endo, heart.endo_exponent, heart.mid_bulge)
-    r_endo = heart.endo_radius_mm * endo_profile * (1.0 + heart.endo_perturbation(theta, t_endo))
     t_epi = height / np.float32(heart.epi_length_mm)
     epi_profile = _taper(t_epi, heart.epi_exponent, heart.mid_bulge)
-    r_epi = heart.epi_radius_mm * epi_profile * (1.0 + heart.epi_perturbation(theta, t_epi))
-    r_epi = np.where(r_endo > 0, np.maximum(r_epi, r_endo + MIN_WALL_MM), r_epi)
+    r_endo, r_epi = _lv_radii_mm(heart, theta, t_endo, endo_profile, t_epi, epi_profile)
 
     fat_mm = heart.fat_mm * np.maximum(0.0, 1.0 + 2.0 * heart.fat_perturbation(theta, t_epi))
     t_fat = height / (heart.epi_length_mm + fat_mm)
@@ -277,6 +281,72 @@ def _paint_ventricles(tissue: np.ndarray, label: np.ndarray, lx: np.ndarray, ly:
     tissue[in_endo], label[in_endo] = Tissue.LV_BLOOD, LABEL_LV
     # papillary muscles look like myocardium but belong to the LV cavity label (the ACDC convention)
     tissue[in_endo & in_papillary] = Tissue.MYOCARDIUM
+    if heart.trabeculation_depth_mm > 0:
+        # trabeculae: myocardium-dark strands along the endocardium that the ACDC labels count as cavity
+        lv_strands = in_endo & (rho > r_endo - heart.trabeculation_depth_mm) & _strands(theta, t_endo, heart)
+        tissue[lv_strands] = Tissue.MYOCARDIUM
+        rv_depth = heart.trabeculation_depth_mm / mean_half_axis
+        rv_strands = rv_cavity & (ell_radius > rv_boundary - rv_depth) & _strands(np.arctan2(ell_y, ell_x), t_rv, heart)
+        tissue[rv_strands] = Tissue.MYOCARDIUM
+
+
+def _strands(angle_rad: np.ndarray, t: np.ndarray, heart: HeartShape) -> np.ndarray:
+    """About a third of the angles, in strands that twist along the long axis."""
+    return np.cos(heart.trabeculation_strands * angle_rad + np.float32(2.5) * t) > np.float32(0.45)
+
+
+def _lv_radii_mm(heart: HeartShape, theta: np.ndarray, t_endo: np.ndarray, endo_profile: np.ndarray,
+                 t_epi: np.ndarray, epi_profile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Endocardial and epicardial radius (mm) at angles ``theta`` (0 towards the RV) and normalised heights."""
+    r_endo = heart.endo_radius_mm * endo_profile * (1.0 + heart.endo_perturbation(theta, t_endo))
+    r_epi = heart.epi_radius_mm * epi_profile * (1.0 + heart.epi_perturbation(theta, t_epi))
+    if heart.septal_extra_wall_mm > 0:
+        r_epi = r_epi + (heart.septal_extra_wall_mm * epi_profile
+                         * _sector_weight(theta, 0.0, heart.septal_half_width_rad)).astype(np.float32)
+    if heart.infarct_wall_mm > 0:
+        low, high = heart.infarct_height_range
+        weight = _sector_weight(theta, heart.infarct_angle_rad, heart.infarct_half_width_rad)
+        weight = (weight * ((t_endo > low) & (t_endo < high))).astype(np.float32)
+        r_endo = r_endo * (1.0 + weight * np.float32(heart.infarct_endo_scale - 1.0))
+        thin_epi = np.where(r_endo > 0, r_endo + np.float32(heart.infarct_wall_mm), r_epi)
+        r_epi = r_epi + weight * (np.minimum(thin_epi, r_epi) - r_epi)
+        r_epi = np.maximum(r_epi, r_endo)
+    r_epi = np.where(r_endo > 0, np.maximum(r_epi, r_endo + MIN_WALL_MM), r_epi)
+    return r_endo, r_epi
+
+
+def _sector_weight(theta: np.ndarray, centre_rad: float, half_width_rad: float) -> np.ndarray:
+    """1 at the sector centre, falling smoothly (cosine) to 0 at +-half_width."""
+    offset = np.abs(np.mod(theta - np.float32(centre_rad) + np.float32(np.pi), np.float32(2 * np.pi)) - np.float32(np.pi))
+    inside = offset < half_width_rad
+    weight = np.zeros(theta.shape, dtype=np.float32)
+    weight[inside] = 0.5 + 0.5 * np.cos(offset[inside] * np.float32(np.pi / half_width_rad))
+    return weight
+
+
+def ventricle_label_volumes_ml(heart: HeartShape, spacing_mm: float = 1.5, include_rv: bool = True) -> dict[str, float]:
+    """Volumes (ml) of the RV, MYO and LV labels of a heart, painted on a grid in the heart frame.
+
+    The axis bend and the base tilt are shears that keep every volume, so the grid ignores them. Without
+    ``include_rv`` the grid covers only the LV and its wall (faster; the RV volume is then not measured).
+    """
+    reach = _ventricle_reach_mm(heart) if include_rv else _lv_reach_mm(heart)
+    across = np.arange(-reach, reach + spacing_mm, spacing_mm, dtype=np.float32)
+    ly, lx = (a.ravel() for a in np.meshgrid(across, across, indexing="ij"))
+    within = lx * lx + ly * ly < np.float32(reach * reach)
+    lx, ly = lx[within], ly[within]
+    along = np.arange(spacing_mm / 2, heart.epi_length_mm + spacing_mm, spacing_mm, dtype=np.float32)
+    height = np.repeat(along, lx.size)
+    lx, ly = np.tile(lx, along.size), np.tile(ly, along.size)
+    rho, theta = np.hypot(lx, ly), np.arctan2(ly, lx)
+    tissue = np.zeros(lx.shape, dtype=np.uint8)
+    label = np.zeros(lx.shape, dtype=np.uint8)
+    _paint_ventricles(tissue, label, lx, ly, rho, theta, height, heart)
+    counts = np.bincount(label, minlength=4) * (spacing_mm ** 3 / 1000.0)
+    volumes = {"MYO": float(counts[LABEL_MYO]), "LV": float(counts[LABEL_LV])}
+    if include_rv:
+        volumes["RV"] = float(counts[LABEL_RV])
+    return volumes
 
 
 def _bias_field(subject: SubjectParameters, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The raw dataset's contract file ``dataset.json``: reading, checking and writing it.
 
 Keys follow nnU-Net v2: ``channel_names`` ({"0": "MRI"}), ``labels`` (name -> int, background 0),
-``numTraining``, ``file_ending``; ``name`` and ``description`` are optional.
+``numTraining``, ``file_ending``; ``name`` and ``description`` are optional, and so is ``patients``
+(patient id -> its case ids, see ``cctrnet.dataset.patients``).
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from cctrnet.dataset.patients import PATIENTS_KEY, patients_problems
 from cctrnet.utilities.file_io import load_json, save_json
 
 REQUIRED_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
@@ -52,6 +54,8 @@ def dataset_json_problems(content: Any, path: str | os.PathLike = "dataset.json"
     file_ending = content.get("file_ending")
     if file_ending is not None and (not isinstance(file_ending, str) or not file_ending.startswith(".")):
         problems.append(f'{path}: "file_ending" must be a string such as ".nii.gz", found {file_ending!r}')
+    if PATIENTS_KEY in content:
+        problems.extend(patients_problems(content[PATIENTS_KEY], path))
     return problems
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from cctrnet.dataset.dataset_json import dataset_json_problems
 from cctrnet.dataset.geometry import Geometry
+from cctrnet.dataset.patients import patients_layout_problems
 from cctrnet.dataset.raw_dataset import RawCase
 from cctrnet.utilities.file_io import load_json
 
@@ -52,9 +53,13 @@ def layout_problems(dataset_folder: Path) -> tuple[list[str], dict | None]:
     file_ending = content["file_ending"]
     num_channels = len(content["channel_names"])
     pattern = re.compile(r"^(.+)_(\d{4})" + re.escape(file_ending) + "$")
-    for sub in ("imagesTr", "imagesTs"):
+    cases_per_folder: dict[str, set[str]] = {}
+    for sub in ("imagesTr", "imagesVal", "imagesTs"):
         folder = dataset_folder / sub
         if not folder.is_dir():
+            continue
+        if sub == "imagesVal":  # the pipeline does not read validation cases; only their patients are checked
+            cases_per_folder[sub] = {m.group(1) for m in map(pattern.match, (p.name for p in folder.iterdir())) if m}
             continue
         channels: dict[str, set[int]] = {}
         for path in sorted(folder.iterdir()):
@@ -68,6 +73,7 @@ def layout_problems(dataset_folder: Path) -> tuple[list[str], dict | None]:
                 )
                 continue
             channels.setdefault(match.group(1), set()).add(int(match.group(2)))
+        cases_per_folder[sub] = set(channels)
         for case_id, present in sorted(channels.items()):
             missing = sorted(set(range(num_channels)) - present)
             extra = sorted(present - set(range(num_channels)))
@@ -93,6 +99,7 @@ def layout_problems(dataset_folder: Path) -> tuple[list[str], dict | None]:
             elif content["numTraining"] != len(channels):
                 problems.append(f"{dataset_folder / 'dataset.json'}: numTraining is {content['numTraining']} but "
                                 f"{folder} holds {len(channels)} case(s)")
+    problems.extend(patients_layout_problems(dataset_folder, content, cases_per_folder))
     return problems, content
 
 

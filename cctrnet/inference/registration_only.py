@@ -168,6 +168,7 @@ def predict_folder_by_registration(input_folder: Path, output_folder: Path, data
     """``cctr_predict --reg-only``: find the preprocessed dataset and its labeled set, then predict a folder."""
     from cctrnet import paths
     from cctrnet.dataset.labeled_selection import select_labeled_cases
+    from cctrnet.dataset.patients import patient_of_case
     from cctrnet.inference.model_folder import ModelFolder
     from cctrnet.preprocessing.case_storage import list_preprocessed_cases, load_properties
     from cctrnet.utilities.file_io import load_json
@@ -204,7 +205,7 @@ def predict_folder_by_registration(input_folder: Path, output_folder: Path, data
     else:
         try:
             number = None if labeled in (None, "all") else int(labeled)
-            chosen = select_labeled_cases(with_labels, number, seed or 0)
+            chosen = select_labeled_cases(with_labels, number, seed or 0, patient_of_case(dataset_json))
         except ValueError as error:
             raise RegistrationOnlyError(str(error)) from None
     settings = RegistrationSettings()

@@ -2,7 +2,8 @@
 
 Reads only the previous stages' files: ``plans.json``, ``dataset.json`` and the preprocessed cases.
 Labeled cases are chosen by :func:`cctrnet.dataset.labeled_selection.select_labeled_cases` (or named
-with ``--labeled-cases``); every other training case is unlabeled for the run. Cases whose labels are
+with ``--labeled-cases``); every other training case is unlabeled for the run. When dataset.json declares
+patients, ``--labeled N`` counts patients and labels all their cases. Cases whose labels are
 hidden by ``--labeled N`` keep their truth available for *reporting* pseudo-label quality only.
 """
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cctrnet import paths
-from cctrnet.dataset.labeled_selection import select_labeled_cases
+from cctrnet.dataset.labeled_selection import describe_labeled_cases, select_labeled_cases
+from cctrnet.dataset.patients import patient_of_case
 from cctrnet.dataset.raw_dataset import DatasetNotFoundError, find_dataset_folder
 from cctrnet.preprocessing.case_storage import list_preprocessed_cases, load_properties
 from cctrnet.utilities.file_io import load_json
@@ -33,6 +35,12 @@ class RunSetup:
     unlabeled_cases: list[str]
     hidden_label_cases: list[str]  # unlabeled for training, truth known (simulated semi-supervision)
     volume_shapes_zyx: list[list[int]]
+    labeled_patients: list[str] | None = None  # when dataset.json declares patients
+
+    @property
+    def num_labeled(self) -> int:
+        """What ``--labeled N`` counts: patients when the dataset declares them, else cases (the run folder's N)."""
+        return len(self.labeled_patients) if self.labeled_patients is not None else len(self.labeled_cases)
 
     @property
     def configuration(self) -> dict[str, Any]:
@@ -77,6 +85,7 @@ def prepare_run(dataset_identifier: str, num_labeled: int | None = None,
         raise RunSetupError(f"{data_folder}: no preprocessed case; run cctr_plan_and_preprocess -d {dataset_identifier}")
     properties = {c: load_properties(data_folder, c) for c in cases}
     with_labels = [c for c in cases if properties[c].get("is_labeled")]
+    patients = patient_of_case(dataset_json)
     if labeled_cases:
         unknown = sorted(set(labeled_cases) - set(with_labels))
         if unknown:
@@ -85,13 +94,16 @@ def prepare_run(dataset_identifier: str, num_labeled: int | None = None,
         labeled = sorted(set(labeled_cases))
     else:
         try:
-            labeled = select_labeled_cases(with_labels, num_labeled, seed)
+            labeled = select_labeled_cases(with_labels, num_labeled, seed, patients)
         except ValueError as error:
             raise RunSetupError(str(error)) from None
+        if num_labeled is not None:
+            print(f"--labeled {num_labeled} (seed {seed}): {describe_labeled_cases(labeled, patients)}")
     unlabeled = [c for c in cases if c not in labeled]
     return RunSetup(
         dataset_name=folder.name, preprocessed_dataset_folder=folder, plans=plans, dataset_json=dataset_json,
         all_cases=cases, labeled_cases=labeled, unlabeled_cases=unlabeled,
         hidden_label_cases=[c for c in unlabeled if c in with_labels],
         volume_shapes_zyx=[properties[c]["geometry_preprocessed"]["shape_zyx"] for c in cases],
+        labeled_patients=sorted({patients.get(c, c) for c in labeled}) if patients is not None else None,
     )

@@ -32,7 +32,7 @@ def make_trainer(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: i
         raise TrainingRunError(str(error)) from None
     if output_folder is None:
         output_folder = (paths.results_folder() / setup.dataset_name /
-                         run_folder_name(trainer_name, len(setup.labeled_cases), seed))
+                         run_folder_name(trainer_name, setup.num_labeled, seed))
     return trainer_class(setup, config, device, output_folder)
 
 
