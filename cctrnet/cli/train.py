@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from cctrnet.cli.common import add_device_argument, add_threads_argument, fail
@@ -27,8 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the labeled-case choice and of training")
     add_device_argument(parser, "where to train")
     add_threads_argument(parser)
-    parser.add_argument("--c", "--continue", dest="resume", action="store_true",
-                        help="resume from checkpoint_latest.pth of the same run")
+    continuation = parser.add_mutually_exclusive_group()
+    continuation.add_argument("--c", "--continue", dest="resume", action="store_true",
+                              help="continue an unfinished run from its checkpoint_latest.pth to its recorded length "
+                                   "(config.json); a finished run is refused")
+    continuation.add_argument("--extend-to", type=int, default=None, metavar="N",
+                              help="train a finished run on to N iterations in total: checkpoint_final.pth is kept "
+                                   "as checkpoint_final_<iterations>.pth, the learning rate restarts at its initial "
+                                   "value and decays to 0 at N, w_cps holds its maximum")
     parser.add_argument("--val", action="store_true",
                         help="after training, predict imagesTs and evaluate against labelsTs "
                              "(model folder/validation/summary.json)")
@@ -49,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.dataset is None:
         parser.error("the dataset id or name is required")
+    if args.extend_to is not None and args.iterations is not None:
+        parser.error("--extend-to N sets the new length; leave out --iterations")
+    if args.extend_to is not None and args.extend_to < 1 or args.iterations is not None and args.iterations < 1:
+        parser.error("--iterations and --extend-to need a positive number")
     try:
         overrides = parse_set_arguments(args.set)
     except ValueError as error:
@@ -59,16 +70,26 @@ def main(argv: list[str] | None = None) -> int:
         apply_cpu_threads(args.threads)
     except ValueError as error:
         return fail(str(error))
-    from cctrnet.training.train_run import TrainingRunError, train
+    from cctrnet.utilities.stop_signals import StopRequested, exit_code, raise_on_sigterm
 
+    raise_on_sigterm()  # outside the training loop too: finally blocks run, no worker is left behind
     try:
+        from cctrnet.training.train_run import TrainingRunError, TrainingStopped, train
+
         train(args.dataset, trainer_name=args.trainer, num_labeled=args.labeled, labeled_cases=args.labeled_cases,
               seed=args.seed, iterations=args.iterations, device_name=args.device, resume=args.resume,
-              overrides=overrides, progress=not args.no_progress, validate=args.val)
+              overrides=overrides, progress=not args.no_progress, validate=args.val, extend_to=args.extend_to)
     except TrainingRunError as error:
         return fail(str(error))
+    except TrainingStopped as stop:
+        print(str(stop), file=sys.stderr)
+        return exit_code(stop.signum)
     except KeyboardInterrupt:
-        return fail("interrupted", 130)
+        print("stopped by Ctrl-C outside the training loop; no iteration was lost", file=sys.stderr)
+        return exit_code(signal.SIGINT)
+    except StopRequested as stop:
+        print(f"stopped by {stop} outside the training loop; no iteration was lost", file=sys.stderr)
+        return exit_code(stop.signum)
     return 0
 
 
