@@ -193,3 +193,38 @@ def test_a_finished_run_is_refused_by_continue_and_extended_by_extend_to(tiny_da
     assert lr[5] == pytest.approx(FAST["learning_rate_cnn"]) and lr[4] < lr[7] < lr[6] < lr[5]
     with pytest.raises(TrainingRunError, match="finished run of 7 iterations"):
         _train(seed=6, resume=True)
+
+
+@pytest.mark.parametrize("signum, expected_code", [(2, 130), (15, 143)])
+def test_a_stop_signal_saves_stops_the_workers_and_prints_the_resume_command(tiny_dataset, signum, expected_code):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    command = [sys.executable, "-m", "cctrnet.cli.train", "7", "-tr", "LabeledOnlyTrainer", "--labeled", "2",
+               "--seed", str(signum), "--iterations", "100000", "--device", "cpu", "--threads", "1", "--no-progress",
+               "--set", "num_workers=2", "log_every=1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_folder = Path(tiny_dataset["cctr_results"]) / "Dataset007_TinyTrain" / f"LabeledOnlyTrainer__labeled2__seed{signum}"
+    log = run_folder / "training_log.txt"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and " it 2:" in log.read_text()):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.2)
+    workers = psutil.Process(process.pid).children(recursive=True)
+    assert workers, "the data loader should have started worker processes"
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == expected_code, stderr
+    assert "Traceback" not in stderr, stderr
+    last_line = stderr.strip().splitlines()[-1]
+    assert f"checkpoint {run_folder / 'checkpoint_latest.pth'}" in last_line
+    assert last_line.endswith(f"resume with: cctr_train 7 -tr LabeledOnlyTrainer --labeled 2 --seed {signum} --c")
+    assert (run_folder / "checkpoint_latest.pth").exists()
+    time.sleep(0.5)
+    alive = [w.pid for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"worker processes outlived the trainer: {alive}"
