@@ -83,6 +83,7 @@ def train(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: int | No
     if extend_to is not None and iterations is not None:
         raise TrainingRunError("--extend-to N sets the new length; leave out --iterations")
     command = lambda *extra: run_command(dataset, trainer_name, num_labeled, labeled_cases, seed, *extra)  # noqa: E731
+    _check_prepared(dataset)
     try:
         setup = prepare_run(dataset, num_labeled, labeled_cases, seed)
     except RunSetupError as error:
@@ -134,12 +135,32 @@ def train(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: int | No
     return trainer.output_folder
 
 
+def _check_prepared(dataset: str) -> None:
+    """A dataset that is not preprocessed: say where we looked, and whether the raw one exists to prepare."""
+    from cctrnet.dataset.raw_dataset import DatasetNotFoundError, find_dataset_folder
+
+    try:
+        find_dataset_folder(dataset, paths.preprocessed_folder())
+        return
+    except DatasetNotFoundError as not_preprocessed:
+        try:
+            raw = find_dataset_folder(dataset, paths.raw_folder())
+        except DatasetNotFoundError as not_raw:
+            raise TrainingRunError(
+                f"{not_preprocessed}\n{not_raw}\n  put the raw dataset into the raw folder "
+                "(documentation/dataset_format.md; cctr_generate_phantom -d 1 writes a phantom one), then prepare it "
+                f"with: cctr_plan_and_preprocess -d {dataset}") from None
+        raise TrainingRunError(f"{not_preprocessed}\n  the raw dataset is {raw}; prepare it with: "
+                               f"cctr_plan_and_preprocess -d {dataset}") from None
+
+
 def _check_new_run(folder: Path, record: RunRecord | None, command) -> None:
     if (folder / FINAL).exists():
         length = f" of {record.num_iterations} iterations" if record else ""
-        raise TrainingRunError(f"{folder} holds a finished run{length}; to train it further: "
-                               f"{command('--extend-to', 'N')} (N > {record.num_iterations if record else 'its length'}); "
-                               "to start over, delete the folder")
+        further = (f"{command('--extend-to', str(2 * record.num_iterations))} (any length above the current one)"
+                   if record else "--extend-to N")
+        raise TrainingRunError(f"{folder} holds a finished run{length}; to train it further: {further}; to start "
+                               "over, delete the folder")
     if (folder / LATEST).exists():
         raise TrainingRunError(f"{folder} holds an unfinished run; resume it with: {command('--c')} "
                                "(or delete the folder to start over)")
