@@ -377,6 +377,7 @@ def test_registration_only_cli_says_what_is_missing(tmp_path, cctr_folders, caps
     from cctrnet.cli.predict import main
 
     (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "case_0000.nii.gz").write_bytes(b"")
     assert main(["-i", str(tmp_path / "imgs"), "-o", str(tmp_path / "p"), "--reg-only"]) == 2
     assert "--reg-only needs -d DATASET" in capsys.readouterr().err
 
