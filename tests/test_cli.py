@@ -11,20 +11,27 @@ import pytest
 
 from cctrnet.utilities.file_io import load_json
 
-ENTRY_MODULES = ["cctrnet.cli.plan_and_preprocess", "dataset_conversion.phantom", "dataset_conversion.acdc",
-                 "dataset_conversion.synapse"]
-for optional in ("cctrnet.cli.register", "cctrnet.cli.evaluate", "cctrnet.cli.train", "cctrnet.cli.predict"):
-    if (Path(__file__).parents[1] / (optional.replace(".", "/") + ".py")).exists():
-        ENTRY_MODULES.append(optional)
+SETUP_PY = Path(__file__).parents[1] / "setup.py"
+# every console script of setup.py: "cctr_train=cctrnet.cli.train:main" -> ("cctr_train", "cctrnet.cli.train")
+ENTRY_POINTS = re.findall(r'"(cctr_\w+)=([\w.]+):main"', SETUP_PY.read_text())
+HEAVY = ("torch", "SimpleITK", "matplotlib", "dynamic_network_architectures")
 
 
-@pytest.mark.parametrize("module", ENTRY_MODULES)
-def test_help_answers_without_importing_torch_or_simpleitk(module):
-    code = (f"import sys; sys.argv = ['x', '--help']\nimport {module} as m\n"
-            "try:\n    m.main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
-            "heavy = [n for n in ('torch', 'SimpleITK', 'dynamic_network_architectures') if n in sys.modules]\n"
-            "assert not heavy, heavy")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+def test_every_console_script_is_found():
+    assert len(ENTRY_POINTS) >= 9 and ("cctr_train", "cctrnet.cli.train") in ENTRY_POINTS
+
+
+@pytest.mark.parametrize("script, module", ENTRY_POINTS)
+def test_help_and_argument_errors_answer_before_heavy_imports(script, module, tmp_path):
+    """--help, an unknown option (and for cctr_train a dataset that does not exist) leave torch unimported."""
+    extra = "assert m.main(['42']) == 1, 'missing dataset'\n" if script == "cctr_train" else ""
+    code = (f"import sys\nimport {module} as m\n"
+            "for argv, expected in ((['--help'], 0), (['--no-such-option'], 2)):\n"
+            "    try:\n        m.main(argv)\n        raise AssertionError(argv)\n"
+            "    except SystemExit as e:\n        assert e.code == expected, (argv, e.code)\n"
+            f"{extra}heavy = [n for n in {HEAVY!r} if n in sys.modules]\nassert not heavy, heavy")
+    env = {**os.environ, "cctr_preprocessed": str(tmp_path / "pre"), "cctr_raw": str(tmp_path / "raw")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert "usage" in result.stdout
 

@@ -6,7 +6,7 @@ import signal
 import sys
 
 from cctrnet.cli.common import add_device_argument, add_threads_argument, fail
-from cctrnet.training.trainers.registry import TRAINER_DESCRIPTIONS
+from cctrnet.training.trainers.registry import TRAINER_DESCRIPTIONS, trainer_names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: every case that has a label)")
     parser.add_argument("--labeled-cases", nargs="+", default=None, metavar="CASE",
                         help="name the labeled cases instead of --labeled")
-    parser.add_argument("-tr", "--trainer", default="CCTRTrainer", help="trainer name (default: %(default)s)")
+    parser.add_argument("-tr", "--trainer", default="CCTRTrainer", choices=trainer_names(), metavar="TRAINER",
+                        help="trainer name, listed below (default: %(default)s)")
     parser.add_argument("--iterations", type=int, default=None, help="iterations (default: the plan's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the labeled-case choice and of training")
     add_device_argument(parser, "where to train")
@@ -64,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         overrides = parse_set_arguments(args.set)
     except ValueError as error:
         return fail(str(error))
+    from cctrnet.training.train_run import TrainingRunError, TrainingStopped, check_prepared, train
+
+    try:  # before torch loads and the free cores are measured: a wrong dataset is said at once
+        check_prepared(args.dataset)
+    except TrainingRunError as error:
+        return fail(str(error))
     from cctrnet.utilities.cpu_threads import apply_cpu_threads
 
     try:
@@ -74,8 +81,6 @@ def main(argv: list[str] | None = None) -> int:
 
     raise_on_sigterm()  # outside the training loop too: finally blocks run, no worker is left behind
     try:
-        from cctrnet.training.train_run import TrainingRunError, TrainingStopped, train
-
         train(args.dataset, trainer_name=args.trainer, num_labeled=args.labeled, labeled_cases=args.labeled_cases,
               seed=args.seed, iterations=args.iterations, device_name=args.device, resume=args.resume,
               overrides=overrides, progress=not args.no_progress, validate=args.val, extend_to=args.extend_to)

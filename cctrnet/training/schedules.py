@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # the schedules are plain arithmetic; importing torch would slow every command's start
+    import torch
 
 
 def _progress(iteration: int, total_iterations: int) -> float:

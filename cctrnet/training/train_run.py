@@ -83,7 +83,7 @@ def train(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: int | No
     if extend_to is not None and iterations is not None:
         raise TrainingRunError("--extend-to N sets the new length; leave out --iterations")
     command = lambda *extra: run_command(dataset, trainer_name, num_labeled, labeled_cases, seed, *extra)  # noqa: E731
-    _check_prepared(dataset)
+    check_prepared(dataset)
     try:
         setup = prepare_run(dataset, num_labeled, labeled_cases, seed)
     except RunSetupError as error:
@@ -135,7 +135,7 @@ def train(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: int | No
     return trainer.output_folder
 
 
-def _check_prepared(dataset: str) -> None:
+def check_prepared(dataset: str) -> None:
     """A dataset that is not preprocessed: say where we looked, and whether the raw one exists to prepare."""
     from cctrnet.dataset.raw_dataset import DatasetNotFoundError, find_dataset_folder
 
