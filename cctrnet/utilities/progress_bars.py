@@ -17,11 +17,12 @@ def writes_to_terminal() -> bool:
     return bool(getattr(stream, "isatty", lambda: False)())
 
 
-def quiet_bar_options(nested: bool = False) -> dict[str, Any]:
-    """Keyword arguments for ``tqdm(...)``: redraw rate by where stderr goes; ``nested`` bars only on a terminal."""
+def quiet_bar_options(enabled: bool = True, nested: bool = False) -> dict[str, Any]:
+    """Keyword arguments for ``tqdm(...)``: ``disable`` and the redraw interval, by where stderr goes.
+
+    ``nested``: a bar drawn while another one is open; shown on a terminal only.
+    """
     if writes_to_terminal():
-        return {}
-    options: dict[str, Any] = {"mininterval": LOG_REDRAW_SECONDS, "maxinterval": 10 * LOG_REDRAW_SECONDS}
-    if nested:
-        options["disable"] = True
-    return options
+        return {"disable": not enabled}
+    return {"disable": not enabled or nested, "mininterval": LOG_REDRAW_SECONDS,
+            "maxinterval": 10 * LOG_REDRAW_SECONDS}

@@ -123,8 +123,8 @@ class BaseTrainer:
             # built inside the block: its worker processes inherit the handler and leave stopping to us
             if self.loader is None:
                 self.loader = self.build_loader()
-            bar = tqdm(total=self.num_iterations, initial=self.iteration, disable=not progress, unit="it",
-                       desc=self.name, dynamic_ncols=True, **quiet_bar_options())
+            bar = tqdm(total=self.num_iterations, initial=self.iteration, unit="it", desc=self.name,
+                       dynamic_ncols=True, **quiet_bar_options(progress))
             try:
                 while self.iteration < self.num_iterations and not stop:
                     scalars = self.train_one_iteration()
