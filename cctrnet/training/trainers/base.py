@@ -213,9 +213,11 @@ class BaseTrainer:
         self.grad_scaler.update()
         self.on_step_end(batch)
         self.iteration += 1
-        self.step_seconds += time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        self.step_seconds += seconds
         scalars = {"loss_total": float(total.detach()), **scalars}
         scalars.update({f"lr_{name}": o.param_groups[0]["lr"] for name, o in self.optimizers.items()})
+        scalars["seconds_per_iteration"] = seconds
         self.log.record(self.iteration, scalars)
         return scalars
 
