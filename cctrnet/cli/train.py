@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(error))
     from cctrnet.training.train_run import TrainingRunError, TrainingStopped, check_prepared, train
 
+    if args.threads is not None and args.threads < 1:
+        return fail(f"--threads must be at least 1, got {args.threads}")
     try:  # before torch loads and the free cores are measured: a wrong dataset is said at once
         check_prepared(args.dataset)
     except TrainingRunError as error:
