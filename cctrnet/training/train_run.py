@@ -198,7 +198,8 @@ def _check_continuation(record: RunRecord | None, folder: Path, resume: bool, ex
 
 
 def _check_validation_data(dataset_name: str) -> None:
-    raw = paths.raw_folder() / dataset_name
+    root = paths.raw_folder()
+    raw = root / dataset_name
     missing = [str(raw / sub) for sub in ("imagesTs", "labelsTs") if not (raw / sub).is_dir()]
     if missing:
-        raise TrainingRunError(f"--val needs {' and '.join(missing)}")
+        raise TrainingRunError(f"--val needs {' and '.join(missing)} (raw folder: {paths.describe_root(root)})")
