@@ -5,6 +5,7 @@ the command that fits.
 from __future__ import annotations
 
 import shlex
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -82,7 +83,7 @@ def train(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: int | No
         raise TrainingRunError("--c continues an unfinished run, --extend-to a finished one: give one of them")
     if extend_to is not None and iterations is not None:
         raise TrainingRunError("--extend-to N sets the new length; leave out --iterations")
-    command = lambda *extra: run_command(dataset, trainer_name, num_labeled, labeled_cases, seed, *extra)  # noqa: E731
+    command = partial(run_command, dataset, trainer_name, num_labeled, labeled_cases, seed)
     check_prepared(dataset)
     try:
         setup = prepare_run(dataset, num_labeled, labeled_cases, seed)
@@ -101,12 +102,18 @@ def train(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: int | No
         _check_new_run(folder, record, command)
         trainer = make_trainer(dataset, trainer_name, num_labeled, labeled_cases, seed, iterations, device_name,
                                overrides, folder, setup=setup)
+    if validate:  # fail before training (and before an extension moves files), when the test data is missing
+        _check_validation_data(setup.dataset_name)
+    if resume or extend_to is not None:
+        checkpoint = folder / (LATEST if resume else FINAL)
+        try:
+            trainer.load(checkpoint)
+        except (ValueError, KeyError, RuntimeError, OSError) as error:
+            raise TrainingRunError(f"{checkpoint}: cannot continue from it: {error}") from None
     if resume:
-        trainer.load(folder / LATEST)
         trainer.restore_run_record(record.num_iterations, record.schedule, record.extensions)
         print(f"resuming {folder} at iteration {trainer.iteration} of {trainer.num_iterations}")
     elif extend_to is not None:
-        trainer.load(folder / FINAL)
         trainer.restore_run_record(record.num_iterations, record.schedule, record.extensions)
         kept = keep_final_checkpoint(folder, record.num_iterations)
         trainer.extend_to(extend_to, kept)
@@ -117,8 +124,6 @@ def train(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: int | No
     print(f"training {trainer.name} on {trainer.setup.dataset_name}: {len(trainer.setup.labeled_cases)} labeled, "
           f"{len(trainer.setup.unlabeled_cases)} unlabeled cases, {trainer.num_iterations} iterations on "
           f"{trainer.device}; writing to {trainer.output_folder}")
-    if validate:  # fail before training, not after, when the test data is missing
-        _check_validation_data(trainer.setup.dataset_name)
     from cctrnet.training.trainers.base import TrainingInterrupted
 
     try:
