@@ -25,6 +25,37 @@ def _folder(env_name: str) -> Path:
     return default
 
 
+def folder_origin(env_name: str) -> str:
+    """How the folder of ``env_name`` is chosen now: the variable's value, or the default under the cwd."""
+    if os.environ.get(env_name):
+        return f"set by the environment variable {env_name}"
+    return f"the default ./{env_name} under the current directory, as the environment variable {env_name} is not set"
+
+
+def _env_name_of(root: Path) -> str | None:
+    """Which of the three variables' folders ``root`` is (as they are chosen now), if any."""
+    resolved = Path(root).expanduser().resolve()
+    for env_name in _ENV_NAMES:
+        value = os.environ.get(env_name)
+        chosen = Path(value).expanduser().resolve() if value else (Path.cwd() / env_name).resolve()
+        if chosen == resolved:
+            return env_name
+    return None
+
+
+def describe_root(root: Path) -> str:
+    """``root`` with how it was chosen, when it is one of the three folders; e.g. for error messages."""
+    env_name = _env_name_of(root)
+    resolved = Path(root).expanduser().resolve()
+    return f"{resolved} ({folder_origin(env_name)})" if env_name else str(resolved)
+
+
+def root_kind(root: Path) -> str:
+    """"raw", "preprocessed" or "results" for the three folders, "" for any other folder."""
+    env_name = _env_name_of(root)
+    return env_name.removeprefix("cctr_") if env_name else ""
+
+
 def raw_folder() -> Path:
     """Root of the raw datasets (``DatasetXXX_Name`` folders)."""
     return _folder("cctr_raw")

@@ -3,10 +3,12 @@
 # training cases, 10 test cases with labels); check, fingerprint, plan, preprocess and register it; train
 # CCT-R with 2 labeled cases (the other 18 unlabeled); predict the test cases; evaluate them.
 # Data goes under ./cctr_raw, ./cctr_preprocessed and ./cctr_results unless those variables say otherwise.
+# Everything runs in the project environment (./.venv unless one is active; scripts/environment.sh).
 # Re-running skips what is already done. DEMO_ITERATIONS sets the training length (default 300).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+source scripts/environment.sh  # python and the cctr_* commands of the environment install.sh filled
 export cctr_raw="${cctr_raw:-$PWD/cctr_raw}"
 export cctr_preprocessed="${cctr_preprocessed:-$PWD/cctr_preprocessed}"
 export cctr_results="${cctr_results:-$PWD/cctr_results}"

@@ -16,6 +16,12 @@ from cctrnet.dataset.image_io import write_image  # noqa: E402
 OBLIQUE_DIRECTION = tuple(np.array([[0.8660254, -0.5, 0.0], [0.4330127, 0.75, -0.5], [0.25, 0.4330127, 0.8660254]]).ravel())
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # cctrnet silences this dependency warning on import, but pytest restores the warning filters after
+    # collection; the same narrow filter, as pytest's own setting
+    config.addinivalue_line("filterwarnings", r"ignore:`torch\.jit\.interface` is deprecated:FutureWarning")
+
+
 @pytest.fixture(scope="module")
 def single_torch_thread():
     """Tiny tensors gain nothing from threads, and on a busy machine thread hand-offs dominate."""

@@ -315,6 +315,7 @@ def test_a_missing_checkpoint_names_the_one_that_exists(tmp_path, cctr_folders, 
 
     write_model_folder(cctr_folders["cctr_results"], checkpoints=("latest",))
     (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "case_0000.nii.gz").write_bytes(b"")  # an input, so the checkpoint is what is missing
     assert main(["-i", str(tmp_path / "imgs"), "-o", str(tmp_path / "p"), "--device", "cpu"]) == 2
     assert "--checkpoint latest" in capsys.readouterr().err
     with pytest.raises(ModelFolderError, match="not a trained model folder, config.json missing"):
@@ -376,6 +377,7 @@ def test_registration_only_cli_says_what_is_missing(tmp_path, cctr_folders, caps
     from cctrnet.cli.predict import main
 
     (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "case_0000.nii.gz").write_bytes(b"")
     assert main(["-i", str(tmp_path / "imgs"), "-o", str(tmp_path / "p"), "--reg-only"]) == 2
     assert "--reg-only needs -d DATASET" in capsys.readouterr().err
 

@@ -50,3 +50,20 @@ def test_schedule_objects_match_functions_and_set_optimizer_lr():
 def test_non_positive_total_is_rejected():
     with pytest.raises(ValueError, match="total_iterations"):
         gaussian_warmup_weight(0, 0)
+
+
+def test_an_extension_restarts_the_learning_rate_and_holds_the_ramps():
+    from cctrnet.training.schedules import ScheduleSpan
+
+    first = ScheduleSpan.for_new_run(100)
+    assert first.learning_rate(50, 1e-3) == poly_learning_rate(50, 100, 1e-3)
+    extended = first.extended_to(300)
+    assert extended.learning_rate(100, 1e-3) == pytest.approx(1e-3)
+    assert extended.learning_rate(200, 1e-3) == pytest.approx(1e-3 * 0.5**0.9)
+    assert extended.learning_rate(300, 1e-3) == 0.0
+    # the ramps stay at the maximum they reached when the first run finished: no sawtooth
+    assert first.ramp_weight(100) == extended.ramp_weight(100) == extended.ramp_weight(250) == pytest.approx(0.1)
+    assert extended.ramp_weight(50) == first.ramp_weight(50)
+    assert ScheduleSpan.from_dict(extended.to_dict()) == extended
+    with pytest.raises(ValueError, match="beyond 100"):
+        first.extended_to(100)

@@ -139,3 +139,101 @@ def test_val_predicts_and_evaluates_the_test_cases(tiny_dataset, tmp_path):
     assert registered["volumes"] == 4 or (registered["volumes"] == 0 and "no registration" in registered["not_used"])
     before = load_json(folder / "validation" / "without_postprocessing" / "summary.json")
     assert before["num_cases_evaluated"] == 1
+
+
+def _train(**kwargs):
+    from cctrnet.training.train_run import train
+
+    kwargs.setdefault("overrides", FAST)
+    return train("7", "LabeledOnlyTrainer", num_labeled=2, device_name="cpu", progress=False, **kwargs)
+
+
+def test_continue_goes_to_the_recorded_length_and_refuses_other_lengths(tiny_dataset):
+    from cctrnet.training.run_record import read_run_record
+    from cctrnet.training.train_run import TrainingRunError, make_trainer
+
+    unfinished = make_trainer("7", "LabeledOnlyTrainer", num_labeled=2, seed=5, iterations=6, device_name="cpu",
+                              overrides=FAST)
+    folder = unfinished.output_folder
+    unfinished.write_run_files()
+    unfinished.loader = unfinished.build_loader()
+    for _ in range(3):
+        unfinished.train_one_iteration()
+    unfinished.save(folder / "checkpoint_latest.pth")
+    unfinished.loader.close()
+    with pytest.raises(TrainingRunError, match=r"unfinished run; resume it with: cctr_train 7 .*--c"):
+        _train(seed=5, iterations=6)
+    with pytest.raises(TrainingRunError, match="recorded 6 iterations"):
+        _train(seed=5, iterations=10, resume=True)
+    with pytest.raises(TrainingRunError, match="--extend-to extends a finished run"):
+        _train(seed=5, extend_to=10)
+    with pytest.raises(TrainingRunError, match="recorded settings"):
+        _train(seed=5, resume=True, overrides={**FAST, "learning_rate_cnn": 1.0})
+    _train(seed=5, resume=True)  # no --iterations: the recorded length
+    record = read_run_record(folder)
+    assert record.finished and record.num_iterations == 6
+    assert [i for i, _ in torch.load(folder / "checkpoint_final.pth", weights_only=True)["log"]["loss_total"]] == \
+        list(range(1, 7))
+
+
+def test_a_finished_run_is_refused_by_continue_and_extended_by_extend_to(tiny_dataset):
+    from cctrnet.training.run_record import read_run_record
+    from cctrnet.training.train_run import TrainingRunError
+
+    folder = _train(seed=6, iterations=4)
+    with pytest.raises(TrainingRunError, match=r"finished run of 4 iterations .*--c only continues unfinished runs.*"
+                                               r"cctr_train 7 -tr LabeledOnlyTrainer --labeled 2 --seed 6 --extend-to 8"):
+        _train(seed=6, resume=True)
+    with pytest.raises(TrainingRunError, match="already has 4 iterations"):
+        _train(seed=6, extend_to=4)
+    final_before = (folder / "checkpoint_final.pth").read_bytes()
+    _train(seed=6, extend_to=7)
+    assert (folder / "checkpoint_final_4.pth").read_bytes() == final_before  # the finished model is kept
+    final = torch.load(folder / "checkpoint_final.pth", weights_only=True)
+    assert final["iteration"] == 7
+    record = read_run_record(folder)
+    assert record.num_iterations == 7 and record.settings["num_iterations"] == 7
+    assert record.schedule.to_dict() == {"total_iterations": 7, "warmup_iterations": 4, "lr_segment_start": 4}
+    assert [(e["from_iterations"], e["to_iterations"], e["kept_checkpoint"]) for e in record.extensions] == \
+        [(4, 7, "checkpoint_final_4.pth")]
+    assert "extended from 4 to 7 iterations" in (folder / "training_log.txt").read_text()
+    # documented schedule: the learning rate restarts at its initial value, then decays over the extension
+    lr = dict(final["log"]["lr_branch_a"])
+    assert lr[5] == pytest.approx(FAST["learning_rate_cnn"]) and lr[4] < lr[7] < lr[6] < lr[5]
+    with pytest.raises(TrainingRunError, match="finished run of 7 iterations"):
+        _train(seed=6, resume=True)
+
+
+@pytest.mark.parametrize("signum, expected_code", [(2, 130), (15, 143)])
+def test_a_stop_signal_saves_stops_the_workers_and_prints_the_resume_command(tiny_dataset, signum, expected_code):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    command = [sys.executable, "-m", "cctrnet.cli.train", "7", "-tr", "LabeledOnlyTrainer", "--labeled", "2",
+               "--seed", str(signum), "--iterations", "100000", "--device", "cpu", "--threads", "1", "--no-progress",
+               "--set", "num_workers=2", "log_every=1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_folder = Path(tiny_dataset["cctr_results"]) / "Dataset007_TinyTrain" / f"LabeledOnlyTrainer__labeled2__seed{signum}"
+    log = run_folder / "training_log.txt"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and " it 2:" in log.read_text()):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.2)
+    workers = psutil.Process(process.pid).children(recursive=True)
+    assert workers, "the data loader should have started worker processes"
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == expected_code, stderr
+    assert "Traceback" not in stderr, stderr
+    last_line = stderr.strip().splitlines()[-1]
+    assert f"checkpoint {run_folder / 'checkpoint_latest.pth'}" in last_line
+    assert last_line.endswith(f"resume with: cctr_train 7 -tr LabeledOnlyTrainer --labeled 2 --seed {signum} --c")
+    assert (run_folder / "checkpoint_latest.pth").exists()
+    time.sleep(0.5)
+    alive = [w.pid for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"worker processes outlived the trainer: {alive}"

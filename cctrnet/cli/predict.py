@@ -80,6 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("-o must differ from -i: predictions would mix with the images", EXIT_USAGE)
     if args.batch_size < 1 or not 0 < args.step_size <= 1:
         return fail("--batch-size must be at least 1 and --step-size in (0, 1]", EXIT_USAGE)
+    from cctrnet.dataset.image_io import SUPPORTED_FILE_ENDINGS
+    from cctrnet.inference.input_cases import image_files
+
+    if not image_files(input_folder):
+        return fail(f"{input_folder.resolve()}: no image to predict in this folder (files ending in "
+                    f"{', '.join(SUPPORTED_FILE_ENDINGS)})", EXIT_USAGE)
 
     if args.reg_only:  # the registration engine sets its own thread count per process
         return _main_registration_only(args, input_folder, output_folder)

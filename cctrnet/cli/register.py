@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dataset_folder = find_dataset_folder(args.dataset, preprocessed_folder())
     except DatasetNotFoundError as error:
-        print(f"cctr_register: {str(error).replace('raw dataset', 'preprocessed dataset').replace('cctr_raw', 'cctr_preprocessed')}",
+        print(f"cctr_register: {error}\n  (a dataset is prepared by: cctr_plan_and_preprocess -d {args.dataset})",
               file=sys.stderr)
         return 1
     try:

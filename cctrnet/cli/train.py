@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from cctrnet.cli.common import add_device_argument, add_threads_argument, fail
-from cctrnet.training.trainers.registry import TRAINER_DESCRIPTIONS
+from cctrnet.training.trainers.registry import TRAINER_DESCRIPTIONS, trainer_names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,13 +23,20 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: every case that has a label)")
     parser.add_argument("--labeled-cases", nargs="+", default=None, metavar="CASE",
                         help="name the labeled cases instead of --labeled")
-    parser.add_argument("-tr", "--trainer", default="CCTRTrainer", help="trainer name (default: %(default)s)")
+    parser.add_argument("-tr", "--trainer", default="CCTRTrainer", choices=trainer_names(), metavar="TRAINER",
+                        help="trainer name, listed below (default: %(default)s)")
     parser.add_argument("--iterations", type=int, default=None, help="iterations (default: the plan's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the labeled-case choice and of training")
     add_device_argument(parser, "where to train")
     add_threads_argument(parser)
-    parser.add_argument("--c", "--continue", dest="resume", action="store_true",
-                        help="resume from checkpoint_latest.pth of the same run")
+    continuation = parser.add_mutually_exclusive_group()
+    continuation.add_argument("--c", "--continue", dest="resume", action="store_true",
+                              help="continue an unfinished run from its checkpoint_latest.pth to its recorded length "
+                                   "(config.json); a finished run is refused")
+    continuation.add_argument("--extend-to", type=int, default=None, metavar="N",
+                              help="train a finished run on to N iterations in total: checkpoint_final.pth is kept "
+                                   "as checkpoint_final_<iterations>.pth, the learning rate restarts at its initial "
+                                   "value and decays to 0 at N, w_cps holds its maximum")
     parser.add_argument("--val", action="store_true",
                         help="after training, predict imagesTs and evaluate against labelsTs "
                              "(model folder/validation/summary.json)")
@@ -49,9 +57,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.dataset is None:
         parser.error("the dataset id or name is required")
+    if args.extend_to is not None and args.iterations is not None:
+        parser.error("--extend-to N sets the new length; leave out --iterations")
+    if args.extend_to is not None and args.extend_to < 1 or args.iterations is not None and args.iterations < 1:
+        parser.error("--iterations and --extend-to need a positive number")
     try:
         overrides = parse_set_arguments(args.set)
     except ValueError as error:
+        return fail(str(error))
+    from cctrnet.training.train_run import TrainingRunError, TrainingStopped, check_prepared, train
+
+    if args.threads is not None and args.threads < 1:
+        return fail(f"--threads must be at least 1, got {args.threads}")
+    try:  # before torch loads and the free cores are measured: a wrong dataset is said at once
+        check_prepared(args.dataset)
+    except TrainingRunError as error:
         return fail(str(error))
     from cctrnet.utilities.cpu_threads import apply_cpu_threads
 
@@ -59,16 +79,24 @@ def main(argv: list[str] | None = None) -> int:
         apply_cpu_threads(args.threads)
     except ValueError as error:
         return fail(str(error))
-    from cctrnet.training.train_run import TrainingRunError, train
+    from cctrnet.utilities.stop_signals import StopRequested, exit_code, raise_on_sigterm
 
+    raise_on_sigterm()  # outside the training loop too: finally blocks run, no worker is left behind
     try:
         train(args.dataset, trainer_name=args.trainer, num_labeled=args.labeled, labeled_cases=args.labeled_cases,
               seed=args.seed, iterations=args.iterations, device_name=args.device, resume=args.resume,
-              overrides=overrides, progress=not args.no_progress, validate=args.val)
+              overrides=overrides, progress=not args.no_progress, validate=args.val, extend_to=args.extend_to)
     except TrainingRunError as error:
         return fail(str(error))
+    except TrainingStopped as stop:
+        print(str(stop), file=sys.stderr)
+        return exit_code(stop.signum)
     except KeyboardInterrupt:
-        return fail("interrupted", 130)
+        print("stopped by Ctrl-C outside the training loop; no iteration was lost", file=sys.stderr)
+        return exit_code(signal.SIGINT)
+    except StopRequested as stop:
+        print(f"stopped by {stop} outside the training loop; no iteration was lost", file=sys.stderr)
+        return exit_code(stop.signum)
     return 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cctrnet.dataset.dataset_json import load_dataset_json
+from cctrnet.paths import describe_root, root_kind
 
 _DATASET_FOLDER = re.compile(r"^Dataset(\d{3})_(.+)$")
 
@@ -86,7 +87,8 @@ def available_datasets(raw_root: Path) -> list[str]:
 
 
 def find_dataset_folder(identifier: str | int, raw_root: Path) -> Path:
-    """Resolve ``1``, ``"1"``, ``"001"``, ``"Dataset001_Heart"`` or a path to a raw dataset folder."""
+    """Resolve ``1``, ``"1"``, ``"001"``, ``"Dataset001_Heart"`` or a path to a dataset folder under ``raw_root``
+    (the raw or the preprocessed folder: the error names the one it looked in and how it was chosen)."""
     text = str(identifier)
     as_path = Path(text)
     if as_path.is_dir() and (as_path / "dataset.json").exists():
@@ -101,8 +103,9 @@ def find_dataset_folder(identifier: str | int, raw_root: Path) -> Path:
     if len(matches) > 1:
         raise DatasetNotFoundError(f"dataset id {text} is ambiguous in {raw_root}: {', '.join(matches)}")
     listing = ", ".join(candidates) if candidates else "none"
+    kind = root_kind(raw_root)
     raise DatasetNotFoundError(
-        f"no raw dataset '{text}' found.\n  looked in: {raw_root} (set by the environment variable cctr_raw)\n"
+        f"no {kind + ' ' if kind else ''}dataset '{text}' found.\n  looked in: {describe_root(raw_root)}\n"
         f"  datasets there: {listing}"
     )
 

@@ -21,6 +21,7 @@ from cctrnet.dataset.image_io import SUPPORTED_FILE_ENDINGS, ImageReadError, fil
 from cctrnet.evaluation.metrics import DEFAULT_CONVENTIONS, EvaluationConventions, evaluate_case
 from cctrnet.evaluation.summary import format_table, json_safe, mean_per_class, overall_mean
 from cctrnet.utilities.file_io import save_json
+from cctrnet.utilities.progress_bars import quiet_bar_options
 
 SUMMARY_FILE_NAME = "summary.json"
 
@@ -206,7 +207,7 @@ def _values_present(label_map: np.ndarray) -> list[int]:
 
 def _map(function, items: list, num_processes: int, show_progress: bool, description: str) -> Iterator[Any]:
     """Apply ``function`` to each item (in order), in worker processes when ``num_processes > 1``."""
-    bar = tqdm(total=len(items), desc=description, unit="case", disable=not show_progress)
+    bar = tqdm(total=len(items), desc=description, unit="case", **quiet_bar_options(show_progress))
     try:
         if num_processes <= 1 or len(items) <= 1:
             for item in items:

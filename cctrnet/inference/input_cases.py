@@ -24,7 +24,8 @@ class InputCase:
     image_files: list[Path]
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
+    """Files of ``folder`` in a format SimpleITK reads (hidden files left out), sorted."""
     return sorted(p for p in folder.iterdir()
                   if p.is_file() and not p.name.startswith(".") and file_ending_of(p) in SUPPORTED_FILE_ENDINGS)
 
@@ -40,7 +41,7 @@ def list_input_cases(folder: str | Path, num_channels: int) -> tuple[list[InputC
         raise FileNotFoundError(f"{folder}: input folder does not exist")
     grouped: dict[str, dict[int, list[Path]]] = {}
     singles: list[Path] = []
-    for path in _image_files(folder):
+    for path in image_files(folder):
         match = _CHANNEL_SUFFIX.match(_stem(path))
         if match:
             grouped.setdefault(match.group("case"), {}).setdefault(int(match.group("channel")), []).append(path)

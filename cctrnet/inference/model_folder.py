@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cctrnet.paths import describe_root
 from cctrnet.utilities.file_io import load_json
 
 CHECKPOINT_CHOICES = ("final", "latest")
@@ -203,15 +204,31 @@ def find_model_folder(results_root: Path, dataset: str | int | None = None, trai
         everything = discover_model_folders(results_root)
         if everything:
             listing = "\n".join(f"  {m.describe()}" for m in everything)
-            raise ModelFolderError(f"no trained model in {results_root} matches {filters}; trained models:\n{listing}")
-        raise ModelFolderError(
-            f"no trained model found in {results_root} (set by the environment variable cctr_results).\n"
-            "  Train one first: cctr_plan_and_preprocess -d DATASET, then cctr_train -d DATASET "
-            "(see documentation/prediction.md), or point to a model folder with -m FOLDER.")
+            raise ModelFolderError(f"no trained model in {describe_root(results_root)} matches {filters}; "
+                                   f"trained models:\n{listing}")
+        raise ModelFolderError(f"no trained model found in {describe_root(results_root)}.\n  {_how_to_train(dataset)}, "
+                               "or point to a model folder with -m FOLDER (documentation/prediction.md)")
     listing = "\n".join(f"  {m.describe()}" for m in candidates)
     raise ModelFolderError(
-        f"{len(candidates)} trained models in {results_root} match {filters}:\n{listing}\n"
+        f"{len(candidates)} trained models in {describe_root(results_root)} match {filters}:\n{listing}\n"
         "  choose one with -d DATASET (and -tr TRAINER, --labeled N, --seed S), or -m MODEL_FOLDER")
+
+
+def _how_to_train(dataset: str | int | None) -> str:
+    """A command that trains a model: for a dataset already prepared, else the preparation first."""
+    from cctrnet import paths
+    from cctrnet.dataset.raw_dataset import available_datasets
+
+    preprocessed = paths.preprocessed_folder()
+    prepared = available_datasets(preprocessed)
+    if dataset is not None:
+        return f"train one first: cctr_train {dataset} (after cctr_plan_and_preprocess -d {dataset} if not yet done)"
+    if prepared:
+        number = int(prepared[0][len("Dataset"):len("Dataset") + 3])
+        return (f"train one first, e.g.: cctr_train {number} (prepared datasets in "
+                f"{paths.describe_root(preprocessed)}: {', '.join(prepared)})")
+    return ("no dataset is prepared either: prepare one with: cctr_plan_and_preprocess -d DATASET; then train it "
+            "with: cctr_train DATASET")
 
 
 def _describe_filters(dataset: Any, trainer: Any, labeled: Any, seed: Any) -> str:

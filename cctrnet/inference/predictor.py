@@ -45,10 +45,12 @@ def predict_each_case(cases: Sequence[InputCase], output_folder: str | os.PathLi
     """
     from tqdm import tqdm
 
+    from cctrnet.utilities.progress_bars import quiet_bar_options
+
     output_folder = Path(output_folder)
     output_folder.mkdir(parents=True, exist_ok=True)
     report = FolderPredictionReport()
-    for case in tqdm(cases, desc="predict", unit="case", disable=not progress):
+    for case in tqdm(cases, desc="predict", unit="case", **quiet_bar_options(progress)):
         output_file = output_folder / f"{case.case_id}{file_ending}"
         if not overwrite and output_file.exists():
             report.already_done.append(case.case_id)

@@ -218,14 +218,16 @@ def predict_folder_by_registration(input_folder: Path, output_folder: Path, data
 
 def _find_preprocessed_dataset(root: Path, dataset: str | None) -> Path:
     from cctrnet.dataset.raw_dataset import DatasetNotFoundError, available_datasets, find_dataset_folder
+    from cctrnet.paths import describe_root
 
     if dataset is None:
         found = available_datasets(root)
         if len(found) == 1:
             return root / found[0]
         listing = ", ".join(found) or "none"
-        raise RegistrationOnlyError(f"--reg-only needs -d DATASET: preprocessed datasets in {root}: {listing}")
+        raise RegistrationOnlyError(f"--reg-only needs -d DATASET: preprocessed datasets in {describe_root(root)}: "
+                                    f"{listing}")
     try:
         return find_dataset_folder(dataset, root)
     except DatasetNotFoundError as error:
-        raise RegistrationOnlyError(str(error).replace("cctr_raw", "cctr_preprocessed")) from None
+        raise RegistrationOnlyError(str(error)) from None

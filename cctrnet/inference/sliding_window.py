@@ -98,6 +98,8 @@ def predict_volume(data_czyx: np.ndarray, probability_fn: ProbabilityFunction, p
     import torch
     from tqdm import tqdm
 
+    from cctrnet.utilities.progress_bars import quiet_bar_options
+
     settings = settings or SlidingWindowSettings()
     device = torch.device(device)
     patch_y, patch_x = (int(p) for p in patch_size_yx)
@@ -122,7 +124,8 @@ def predict_volume(data_czyx: np.ndarray, probability_fn: ProbabilityFunction, p
     batches = [tiles[i:i + settings.patches_per_batch] for i in range(0, len(tiles), settings.patches_per_batch)]
     use_amp = settings.mixed_precision and device.type == "cuda"
     with torch.inference_mode():
-        for batch_tiles in tqdm(batches, desc=description, disable=not progress, leave=False, unit="batch"):
+        for batch_tiles in tqdm(batches, desc=description, leave=False, unit="batch",
+                                **quiet_bar_options(progress, nested=True)):
             batch = torch.stack([data[:, z, y0:y0 + patch_y, x0:x0 + patch_x] for z, y0, x0 in batch_tiles])
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                 probabilities = predict_with_mirroring(probability_fn, batch, settings.mirroring)

@@ -6,7 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from cctrnet.utilities.file_io import atomic_path
+from cctrnet.training.progress_panels import plot_progress
 
 
 class ProgressLog:
@@ -32,32 +32,5 @@ class ProgressLog:
         self.history = defaultdict(list, {k: [(int(i), float(v)) for i, v in pts] for k, pts in state.items()})
 
     def plot(self) -> None:
-        """Three panels: loss terms, learning rates and weights, pseudo-label Dice (when known)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        groups = {
-            "losses": [k for k in self.history if k.startswith("loss")],
-            "learning rates and weights": [k for k in self.history if k.startswith(("lr", "w_"))],
-            "pseudo-label Dice on unlabeled slices (hidden truth)": [k for k in self.history if k.startswith("dice")],
-        }
-        groups = {title: keys for title, keys in groups.items() if keys}
-        if not groups:
-            return
-        figure, axes = plt.subplots(len(groups), 1, figsize=(9, 3.2 * len(groups)), squeeze=False)
-        for axis, (title, keys) in zip(axes[:, 0], groups.items()):
-            for key in sorted(keys):
-                points = self.history[key]
-                axis.plot([p[0] for p in points], [p[1] for p in points], label=key, linewidth=1)
-            axis.set_title(title)
-            axis.set_xlabel("iteration")
-            if title.startswith("losses"):
-                axis.set_yscale("log")
-            axis.legend(fontsize=7, ncol=3)
-            axis.grid(alpha=0.3)
-        figure.tight_layout()
-        with atomic_path(self.output_folder / "progress.png") as tmp:
-            figure.savefig(tmp, dpi=90)
-        plt.close(figure)
+        """``progress.png``: the panels of :func:`cctrnet.training.progress_panels.plot_progress`."""
+        plot_progress(self.history, self.output_folder / "progress.png")

@@ -5,7 +5,6 @@ A trainer class differs from another only in its default settings and, where the
 """
 from __future__ import annotations
 
-import signal
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -21,11 +20,19 @@ from cctrnet.training.checkpoint import global_random_state, load_checkpoint, re
 from cctrnet.training.config import TrainerConfig
 from cctrnet.training.progress_log import ProgressLog
 from cctrnet.training.run_setup import RunSetup
-from cctrnet.training.schedules import poly_learning_rate
+from cctrnet.training.schedules import ScheduleSpan
 from cctrnet.utilities.file_io import save_json
+from cctrnet.utilities.progress_bars import quiet_bar_options
+from cctrnet.utilities.stop_signals import deferred_stop_signals, signal_name
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C during training; a checkpoint was saved before this was raised."""
+    """Ctrl-C or SIGTERM during training; checkpoint_latest.pth was saved and the workers stopped before."""
+
+    def __init__(self, signum: int, iteration: int):
+        self.signum = signum
+        self.signal_name = signal_name(signum)
+        self.iteration = iteration
+        super().__init__(f"stopped by {self.signal_name} at iteration {iteration}")
 
 
 class BaseTrainer:
@@ -43,6 +50,8 @@ class BaseTrainer:
         self.output_folder.mkdir(parents=True, exist_ok=True)
         self.num_iterations = int(config.num_iterations or setup.configuration["num_iterations"])
         self.iteration = 0
+        self.schedule = ScheduleSpan.for_new_run(self.num_iterations)
+        self.extensions: list[dict[str, Any]] = []  # one entry per --extend-to, recorded in config.json
         self.use_amp = bool(config.mixed_precision and self.device.type == "cuda")
         torch.manual_seed(config.seed)
         np.random.seed(config.seed % 2**32)
@@ -107,41 +116,37 @@ class BaseTrainer:
     def run(self, progress: bool = True) -> Path:
         """Train from the current iteration to the end; returns the final checkpoint's path."""
         self.write_run_files()
-        if self.loader is None:
-            self.loader = self.build_loader()
         self.log.write_line(f"{self.name}: iterations {self.iteration}..{self.num_iterations} on {self.device}, "
                             f"{len(self.setup.labeled_cases)} labeled and {len(self.setup.unlabeled_cases)} unlabeled cases")
         last_save = time.monotonic()
-        interrupted = False
-
-        def on_interrupt(_signum, _frame):
-            nonlocal interrupted
-            interrupted = True
-
-        previous_handler = signal.signal(signal.SIGINT, on_interrupt) if _in_main_thread() else None
-        bar = tqdm(total=self.num_iterations, initial=self.iteration, disable=not progress, unit="it",
-                   desc=self.name, dynamic_ncols=True)
-        try:
-            while self.iteration < self.num_iterations and not interrupted:
-                scalars = self.train_one_iteration()
-                bar.update(1)
-                if self.logs_iteration(self.iteration):
-                    bar.set_postfix(loss=f"{scalars['loss_total']:.3f}", wait=f"{self.data_wait_share():.0%}")
-                    self.log.write_line(f"it {self.iteration}: " + ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
-                if time.monotonic() - last_save > self.config.checkpoint_every_seconds:
+        with deferred_stop_signals() as stop:
+            # built inside the block: its worker processes inherit the handler and leave stopping to us
+            if self.loader is None:
+                self.loader = self.build_loader()
+            bar = tqdm(total=self.num_iterations, initial=self.iteration, unit="it", desc=self.name,
+                       dynamic_ncols=True, **quiet_bar_options(progress))
+            try:
+                while self.iteration < self.num_iterations and not stop:
+                    scalars = self.train_one_iteration()
+                    bar.update(1)
+                    if self.logs_iteration(self.iteration):
+                        bar.set_postfix(loss=f"{scalars['loss_total']:.3f}", wait=f"{self.data_wait_share():.0%}")
+                        self.log.write_line(f"it {self.iteration}: " +
+                                            ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
+                    if time.monotonic() - last_save > self.config.checkpoint_every_seconds:
+                        self.save(self.output_folder / "checkpoint_latest.pth")
+                        self.log.plot()
+                        last_save = time.monotonic()
+                if stop:
                     self.save(self.output_folder / "checkpoint_latest.pth")
-                    self.log.plot()
-                    last_save = time.monotonic()
-        finally:
-            bar.close()
-            self.loader.close()
-            self.loader = None
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
-        if interrupted:
-            self.save(self.output_folder / "checkpoint_latest.pth")
-            self.log.write_line(f"interrupted at iteration {self.iteration}; checkpoint_latest.pth saved")
-            raise TrainingInterrupted(f"stopped at iteration {self.iteration}; resume with --c")
+                    self.log.write_line(f"stopped by {signal_name(stop.signum)} at iteration {self.iteration}; "
+                                        "checkpoint_latest.pth saved")
+            finally:
+                bar.close()
+                self.loader.close()
+                self.loader = None
+        if stop:
+            raise TrainingInterrupted(stop.signum, self.iteration)
         final = self.output_folder / "checkpoint_final.pth"
         self.save(final)
         self.save(self.output_folder / "checkpoint_latest.pth")
@@ -160,9 +165,30 @@ class BaseTrainer:
         """Whether the step being computed reports pseudo-label quality (it becomes iteration ``iteration + 1``)."""
         return (self.iteration + 1) % self.config.pseudo_label_quality_every == 0
 
+    def extend_to(self, num_iterations: int, kept_checkpoint: str) -> None:
+        """Make this finished run (just loaded) go on to ``num_iterations``; see :class:`ScheduleSpan`."""
+        if self.iteration != self.num_iterations:
+            raise ValueError(f"only a finished run can be extended: iteration {self.iteration} of {self.num_iterations}")
+        self.schedule = self.schedule.extended_to(num_iterations)
+        self.extensions.append({"from_iterations": self.num_iterations, "to_iterations": num_iterations,
+                                "kept_checkpoint": kept_checkpoint, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                "schedules": "learning rate: poly decay restarted at its initial value over the "
+                                             "extension; ramps (w_cps, UAMT threshold) held at their maximum"})
+        self.num_iterations = num_iterations
+        self.config = self.config.with_overrides({"num_iterations": num_iterations})
+        self.log.write_line(f"extended from {self.extensions[-1]['from_iterations']} to {num_iterations} iterations; "
+                            f"the finished model is kept as {kept_checkpoint}; learning rate restarts at its initial "
+                            f"value and decays to 0 at {num_iterations}, w_cps and other ramps hold their maximum")
+
+    def restore_run_record(self, num_iterations: int, schedule: ScheduleSpan, extensions: list[dict[str, Any]]) -> None:
+        """Length, schedules and extensions of a run being resumed, as its config.json recorded them."""
+        self.num_iterations = num_iterations
+        self.schedule = schedule
+        self.extensions = list(extensions)
+
     def train_one_iteration(self) -> dict[str, float]:
         for name, optimizer in self.optimizers.items():
-            lr = poly_learning_rate(self.iteration, self.num_iterations, self.initial_lr(name), self.config.poly_power)
+            lr = self.schedule.learning_rate(self.iteration, self.initial_lr(name), self.config.poly_power)
             for group in optimizer.param_groups:
                 group["lr"] = lr
         start = time.perf_counter()
@@ -187,9 +213,11 @@ class BaseTrainer:
         self.grad_scaler.update()
         self.on_step_end(batch)
         self.iteration += 1
-        self.step_seconds += time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        self.step_seconds += seconds
         scalars = {"loss_total": float(total.detach()), **scalars}
         scalars.update({f"lr_{name}": o.param_groups[0]["lr"] for name, o in self.optimizers.items()})
+        scalars["seconds_per_iteration"] = seconds
         self.log.record(self.iteration, scalars)
         return scalars
 
@@ -199,7 +227,8 @@ class BaseTrainer:
     # --- files -----------------------------------------------------------------------------------
     def write_run_files(self) -> None:
         save_json({"trainer": self.name, "settings": self.config.to_dict(), "num_iterations": self.num_iterations,
-                   "device": str(self.device), "branches": list(self.branches),
+                   "schedule": self.schedule.to_dict(), "extensions": self.extensions, "device": str(self.device),
+                   "branches": list(self.branches),
                    "architectures": self.architectures, "dataset_name": self.setup.dataset_name},
                   self.output_folder / "config.json")
         save_json(self.setup.plans, self.output_folder / "plans.json")
@@ -262,8 +291,3 @@ def _to_device(value: Any, device: torch.device) -> Any:
         return {k: _to_device(v, device) for k, v in value.items()}
     return value
 
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

@@ -27,7 +27,6 @@ from cctrnet.training.losses.supervised_contrastive import (ContrastiveSettings,
 from cctrnet.training.memory_bank import FeatureMemoryBank, MemoryBankSettings
 from cctrnet.training.projector import ProjectionHead, ProjectorSettings
 from cctrnet.training.pseudo_label_quality import pseudo_label_dice
-from cctrnet.training.schedules import gaussian_warmup_weight
 from cctrnet.training.trainers.base import BaseTrainer
 
 SHORT = {"branch_a": "A", "branch_b": "B"}
@@ -89,7 +88,7 @@ class CCTRTrainer(BaseTrainer):
         x = torch.cat([labeled["image"], unlabeled["image"]]) if self.needs_unlabeled else labeled["image"]
         outputs = {name: branch(x, with_features=c.scl) for name, branch in self.branches.items()}
         names = list(self.branches)
-        w_cps = gaussian_warmup_weight(self.iteration, self.num_iterations, c.w_cps_max, c.w_cps_sharpness)
+        w_cps = self.schedule.ramp_weight(self.iteration, c.w_cps_max, c.w_cps_sharpness)
         total = x.new_zeros(())
         scalars: dict[str, float] = {}
         for name in names:

@@ -16,7 +16,6 @@ import torch
 
 from cctrnet.training.losses.dice_ce import dice_ce_loss
 from cctrnet.training.losses.registration_supervision import registration_supervision_loss
-from cctrnet.training.schedules import gaussian_warmup_weight
 from cctrnet.training.trainers.cross_teaching import CCTRTrainer
 
 
@@ -51,12 +50,12 @@ class UAMTTrainer(CCTRTrainer):
             passes = torch.softmax(self.teacher(repeated + self._noise(repeated)).logits.float(), dim=1)
             mean = passes.view(c.uamt_passes, *teacher_probs.shape).mean(0)
             uncertainty = -(mean * torch.log(mean + 1e-6)).sum(dim=1)
-        progress = min(1.0, self.iteration / max(1, self.num_iterations))
+        progress = self.schedule.ramp_progress(self.iteration)
         threshold = (0.75 + 0.25 * math.exp(-5 * (1 - progress) ** 2)) * math.log(self.setup.num_classes)
         mask = (uncertainty < threshold).float().unsqueeze(1)
         squared = (torch.softmax(student[n_l:], dim=1) - teacher_probs) ** 2
         consistency = (mask * squared).sum() / (2 * mask.sum() * squared.shape[1] + 1e-16)
-        weight = gaussian_warmup_weight(self.iteration, self.num_iterations, c.w_cps_max, c.w_cps_sharpness)
+        weight = self.schedule.ramp_weight(self.iteration, c.w_cps_max, c.w_cps_sharpness)
         total = supervised + weight * consistency
         scalars = {"loss_sup_A": float(supervised.detach()), "loss_consistency_A": float(consistency.detach()),
                    "w_consistency": weight, "certain_fraction": float(mask.mean())}
