@@ -4,7 +4,10 @@ Pairs are synthetic (cctrnet.registration.synthetic_pairs: a known random affine
 of a labeled template), so the Dice of the moving label warped onto the fixed grid measures accuracy.
 Prints a table and writes benchmarks/results/registration_benchmark.json.
 
-    python benchmarks/registration_benchmark.py --sizes acdc --pairs 4 --torch-pairs 16
+    python benchmarks/registration_benchmark.py --sizes acdc --pairs 4 --torch-pairs 16 --deformable
+
+``--deformable`` adds the torch engine's affine + deformable (stationary velocity field) row, batched, with
+the stored field's bytes per pair and its quality checks.
 """
 from __future__ import annotations
 
@@ -30,15 +33,11 @@ def make_pairs(size: str, count: int, deformation_mm: float):
 
 
 def warped_dice(result, moving, fixed) -> float:
-    import tempfile
-
+    from cctrnet.registration.single_pair import result_transform
     from cctrnet.registration.synthetic_pairs import dice
-    from cctrnet.registration.transforms import resample, transform_from_file
+    from cctrnet.registration.transforms import resample
 
-    with tempfile.NamedTemporaryFile("w", suffix=".tfm", delete=False) as f:
-        f.write(result.transform_text)
-    warped = resample(moving[1], moving[2], fixed[2], transform_from_file(f.name), nearest=True)
-    os.unlink(f.name)
+    warped = resample(moving[1], moving[2], fixed[2], result_transform(result), nearest=True)
     return dice(warped, fixed[1])
 
 
@@ -63,6 +62,34 @@ def run_torch(fixed, movings, settings):
     results = register_batch_torch(pairs, settings, device)
     per_pair = (time.perf_counter() - start) / len(pairs)
     return [(per_pair, warped_dice(r, m, fixed) if r.ok else None) for r, m in zip(results, movings)]
+
+
+def run_torch_deformable(fixed, movings, settings):
+    """Affine then deformable, both batched; seconds per pair cover both stages."""
+    import numpy as np
+    import torch
+
+    from cctrnet.registration.deformable_engine import register_batch_deformable
+    from cctrnet.registration.single_pair import _affine_matrix
+    from cctrnet.registration.torch_engine import PairVolumes, register_batch_torch
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    pairs = [PairVolumes(f"m{i}", "f", fixed[0], fixed[2], m[0], m[2]) for i, m in enumerate(movings)]
+    start = time.perf_counter()
+    affine = register_batch_torch(pairs, settings, device)
+    usable = [i for i, r in enumerate(affine) if r.ok]
+    results = register_batch_deformable([pairs[i] for i in usable], [_affine_matrix(affine[i].transform_text) for i in usable],
+                                        [affine[i].transform_text for i in usable], settings, device)
+    per_pair = (time.perf_counter() - start) / len(pairs)
+    rows, extras = [], {"field_bytes_per_pair": [], "folded_fraction": [], "inverse_consistency_mm_p95": []}
+    for i, result in zip(usable, results):
+        rows.append((per_pair, warped_dice(result, movings[i], fixed) if result.ok else None))
+        if result.ok:
+            extras["field_bytes_per_pair"].append(len(result.field_bytes))
+            extras["folded_fraction"].append(result.quality["folded_fraction"])
+            extras["inverse_consistency_mm_p95"].append(result.quality["inverse_consistency_mm_p95"])
+    rows += [(per_pair, None)] * (len(pairs) - len(usable))
+    return rows, {k: float(np.max(v) if k != "field_bytes_per_pair" else np.mean(v)) for k, v in extras.items() if v}
 
 
 def run_elastix(fixed, movings, method):
@@ -118,9 +145,11 @@ def point_mapping_throughput(num_points: int = 100_000) -> dict[str, float]:
             save_preprocessed_case(data, f"c{i}", image[None], label, {"geometry_preprocessed": geometry.to_dict()})
         settings = RegistrationSettings(bspline_iterations=5, bspline_levels=(2,))
         points = torch.rand(num_points, 3) * torch.tensor([10.0, 96.0, 96.0])
-        for method in ("affine", "affine_bspline"):
+        for method in ("affine", "affine_bspline", "affine_deformable"):
             store = PairStore(Path(root) / method)
-            compute_missing_pairs(data, store, [("c1", "c0")], method, "simpleitk", settings)
+            engine = "torch" if method == "affine_deformable" else "simpleitk"
+            affine_store = PairStore(Path(root) / "affine") if method == "affine_deformable" else None
+            compute_missing_pairs(data, store, [("c1", "c0")], method, engine, settings, affine_store=affine_store)
             mapper = PointMapper(data, store, settings, ["c0", "c1"])
             mapper.map_points("c0", "c1", points)
             timings = []
@@ -138,6 +167,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3, help="pairs per SimpleITK / elastix measurement")
     parser.add_argument("--torch-pairs", type=int, default=16, help="pairs in the torch batch")
     parser.add_argument("--bspline", action="store_true", help="also measure affine + B-spline")
+    parser.add_argument("--deformable", action="store_true", help="also measure the torch affine + deformable engine")
+    parser.add_argument("--skip", nargs="*", default=[], metavar="ENGINE:METHOD",
+                        help="rows to leave out, e.g. simpleitk:affine_bspline (slow on CT sizes)")
     parser.add_argument("--threads", type=int, default=1, help="threads for every engine (default 1: fair per-core numbers)")
     parser.add_argument("--output", default="benchmarks/results/registration_benchmark.json")
     args = parser.parse_args()
@@ -160,10 +192,17 @@ def main() -> None:
         if args.bspline:
             runs[("simpleitk", "affine_bspline")] = lambda: run_simpleitk(fixed, movings[: args.pairs], "affine_bspline", settings)
             runs[("elastix", "affine_bspline")] = lambda: run_elastix(fixed, movings[: args.pairs], "affine_bspline")
+        if args.deformable:
+            runs[("torch", "affine_deformable")] = lambda: run_torch_deformable(fixed, movings[: args.torch_pairs], settings)
         for (engine, method), run in runs.items():
+            if f"{engine}:{method}" in args.skip:
+                continue
             rows = run()
             if rows is None:
                 continue
+            extras = {}
+            if isinstance(rows, tuple):
+                rows, extras = rows
             seconds = float(np.mean([r[0] for r in rows]))
             dices = [r[1] for r in rows if r[1] is not None]
             results["rows"].append({
@@ -172,6 +211,7 @@ def main() -> None:
                 "dice_mean": float(np.mean(dices)) if dices else None, "dice_min": float(np.min(dices)) if dices else None,
                 "projected_hours_all_ordered_pairs": {n: seconds * n * (n - 1) / 3600 / max(1, os.cpu_count() // args.threads)
                                                       for n in (20, 70, 140)},
+                **extras,
             })
             _write(results, args.output)  # after every row: a long run that is stopped keeps what it measured
     results["point_mapping"] = point_mapping_throughput()
@@ -182,6 +222,10 @@ def main() -> None:
         dice_text = f"{row['dice_mean']:6.3f} {row['dice_min']:6.3f}" if row["dice_mean"] is not None else f"{'-':>6} {'-':>6}"
         print(f"{row['size']:6} {row['engine']:10} {row['method']:15} {row['pairs']:5d} {row['seconds_per_pair']:8.3f} "
               f"{dice_text} {row['failed']:4d} {hours[20]:6.2f} {hours[70]:6.2f} {hours[140]:6.2f}")
+    for row in results["rows"]:
+        if "field_bytes_per_pair" in row:
+            print(f"{row['size']} deformable: field {row['field_bytes_per_pair'] / 1024:.0f} KiB per pair, folded fraction "
+                  f"max {row['folded_fraction']:.2e}, inverse consistency p95 max {row['inverse_consistency_mm_p95']:.2f} mm")
     print("point mapping:", {k: round(v, 3) for k, v in results["point_mapping"].items()})
     _write(results, args.output)
     print(f"wrote {args.output}")

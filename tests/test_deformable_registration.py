@@ -147,7 +147,7 @@ def test_diverged_pair_is_failed_and_good_pair_beside_it_is_not():
 
 def test_quality_bounds_fail_a_pair():
     fixed, _, moving, _, geometry, _ = known_pair()
-    strict = RegistrationSettings(**{**FAST.to_dict(), "deformable_max_inverse_error_mm": 0.0})
+    strict = RegistrationSettings(**{**FAST.to_dict(), "deformable_max_inverse_error_voxels": 0.0})
     result = register_batch_deformable([PairVolumes("m", "f", fixed, geometry, moving, geometry)], [np.eye(4)],
                                        [identity_affine_text()], strict)[0]
     assert not result.ok and "inverse consistency" in result.reason

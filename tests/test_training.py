@@ -206,7 +206,6 @@ def test_a_finished_run_is_refused_by_continue_and_extended_by_extend_to(tiny_da
 
 @pytest.mark.parametrize("signum, expected_code", [(2, 130), (15, 143)])
 def test_a_stop_signal_saves_stops_the_workers_and_prints_the_resume_command(tiny_dataset, signum, expected_code):
-    import signal
     import subprocess
     import sys
     import time

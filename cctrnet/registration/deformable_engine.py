@@ -307,6 +307,7 @@ def _result(pair: PairVolumes, velocity: torch.Tensor, level_geometry: Geometry,
     storage = coarse_grid_geometry(pair.fixed_geometry, settings.deformable_field_stride_yx)
     stored = vf.resample_field(velocity.detach().float(), level_geometry, storage)[0].cpu().numpy()
     problem = None
+    limit_mm = settings.deformable_max_inverse_error_voxels * float(min(pair.fixed_geometry.spacing_zyx[1:]))
     if not np.all(np.isfinite(stored)):
         problem = "velocity field is not finite"
     else:
@@ -316,9 +317,9 @@ def _result(pair: PairVolumes, velocity: torch.Tensor, level_geometry: Geometry,
         if quality["folded_fraction"] > settings.deformable_max_folded_fraction:
             problem = (f"deformation folds {100 * quality['folded_fraction']:.2f}% of the voxels "
                        f"(limit {100 * settings.deformable_max_folded_fraction:.2f}%)")
-        elif quality["inverse_consistency_mm_p95"] > settings.deformable_max_inverse_error_mm:
+        elif quality["inverse_consistency_mm_p95"] > limit_mm:
             problem = (f"inverse consistency error {quality['inverse_consistency_mm_p95']:.2f} mm (95th percentile) "
-                       f"above {settings.deformable_max_inverse_error_mm} mm")
+                       f"above {limit_mm:.2f} mm ({settings.deformable_max_inverse_error_voxels} voxel)")
         elif not np.isfinite(final) or not final < initial - settings.min_metric_improvement:
             problem = f"did not improve the metric: {final:.4g} not better than the affine's {initial:.4g}"
     if problem is None:

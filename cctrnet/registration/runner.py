@@ -63,7 +63,7 @@ def compute_missing_pairs(
     if engine == "torch" and dask_scheduler:
         outcomes = _dask_batches(data_folder, todo, method, settings, dask_scheduler, affine_folder)
     elif engine == "torch":
-        outcomes = _torch_batches(data_folder, todo, method, settings, num_processes, affine_folder)
+        outcomes = _torch_batches(data_folder, todo, method, settings, _torch_threads(num_processes), affine_folder)
     elif dask_scheduler:
         outcomes = _dask(data_folder, todo, method, settings, dask_scheduler)
     elif num_processes > 1:
@@ -188,6 +188,18 @@ def _affine_start(affine_store: PairStore | None, moving: str, fixed: str) -> tu
         raise AffineStartMissing(f"the affine registration of this pair failed ({reason})")
     path = affine_store.transform_path(moving, fixed)
     return affine_matrix_4x4(transform_from_file(path)), path.read_text()
+
+
+def _torch_threads(num_processes: int) -> int:
+    """-np threads, but never more than the cores other processes leave free (training's rule)."""
+    from cctrnet.utilities.cpu_threads import choose_cpu_threads
+
+    free, note = choose_cpu_threads()
+    threads = max(1, min(num_processes, free))
+    if threads < num_processes and note:
+        print(f"[cctrnet] registration: {note.replace('--threads N to choose', 'set OMP_NUM_THREADS to choose')}",
+              file=sys.stderr)
+    return threads
 
 
 def _torch_batches(data_folder: Path, todo: Sequence[tuple[str, str]], method: str, settings: RegistrationSettings,

@@ -68,8 +68,9 @@ class RegistrationSettings:
     deformable_field_stride_yx: int = 2
     #: a deformable pair is failed when more voxels fold (Jacobian determinant <= 0) ...
     deformable_max_folded_fraction: float = 0.001
-    #: ... or when exp(-v) o exp(v) misses the identity by more than this (95th percentile, mm)
-    deformable_max_inverse_error_mm: float = 0.5
+    #: ... or when exp(-v) o exp(v) misses the identity by more than this many in-plane voxels of the fixed
+    #: volume (95th percentile over the field's grid)
+    deformable_max_inverse_error_voxels: float = 1.0
     #: --registration auto with one labeled case keeps the deformable stage unless more of its pairs failed
     auto_max_failed_fraction: float = 0.1
     # --- plausibility checks: a transform outside these bounds is recorded as failed ---
