@@ -13,7 +13,7 @@ DATASETS = {  # benchmark name -> (dataset id, generator command)
     "phantom": (1, ["cctr_generate_phantom", "-d", "1"]),
     "brain": (2, ["cctr_generate_brain", "-d", "2"]),
 }
-TABLES = ("core", "ablation")
+TABLES = ("core", "ablation", "registration")
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,10 @@ ABLATION_METHODS = [  # the rows of the paper's Table 5
     _train("+SCL+RSL", "CCTRTrainer", "reps=false"),
     _train("+SCL+REPS", "CCTRTrainer", "rsl=false"),
     _train("all (CCT-R)", "CCTRTrainer"),
+]
+REGISTRATION_METHODS = [  # the paper's "Ours (Affine)" and "Ours (Affine+Deform)" rows
+    _train("CCT-R (affine)", "CCTRTrainer", "registration_method=affine"),
+    _train("CCT-R (affine+deformable)", "CCTRTrainer", "registration_method=affine_deformable"),
 ]
 # --methods names -> method labels of the core table (ablation rows are chosen with --tables)
 METHOD_ALIASES = {"LS": "LS", "CPS": "CPS", "CTS": "CTS", "CCTR": "CCT-R", "CCT-R": "CCT-R",
@@ -174,6 +178,8 @@ class Selection:
 def table_methods(table: str, selection: Selection) -> list[Method]:
     if table == "ablation":
         return list(ABLATION_METHODS)
+    if table == "registration":
+        return list(REGISTRATION_METHODS)
     if selection.methods is None:
         return list(CORE_METHODS)
     unknown = [m for m in selection.methods if m not in METHOD_ALIASES]
@@ -184,7 +190,7 @@ def table_methods(table: str, selection: Selection) -> list[Method]:
 
 
 def table_datasets(table: str, selection: Selection) -> list[str]:
-    return [d for d in selection.datasets if table != "ablation" or d in ABLATION_DATASETS]
+    return [d for d in selection.datasets if table == "core" or d in ABLATION_DATASETS]
 
 
 def build_jobs(selection: Selection, iterations: int) -> list[Job]:

@@ -16,7 +16,8 @@ REPOSITORY = Path(__file__).resolve().parent.parent.parent
 PUBLISHED_RESULTS = REPOSITORY / "benchmarks" / "results"
 PUBLISHED_IMAGES = REPOSITORY / "documentation" / "images"
 TITLES = {"core": "Core table: LS, CPS, CTS, CCT-R, registration only, nnU-Net v2, fully supervised",
-          "ablation": "Ablation (the paper's Table 5): CTS plus RSL, BRS, SCL, REPS"}
+          "ablation": "Ablation (the paper's Table 5): CTS plus RSL, BRS, SCL, REPS",
+          "registration": "CCT-R with affine and with affine + deformable registered labels and point maps"}
 
 
 def budget_lines(work: WorkFolder, jobs: Sequence[Job], results: dict[str, dict], args: Any,

@@ -103,6 +103,10 @@ def determine_postprocessing(model_folder: str | os.PathLike, preprocessed_root:
         SOURCE_LABELED, labeled_label_maps(data_folder, labeled), class_indices, settings.connectivity,
         settings.single_component_min_share)]
     method = (model.config.get("settings") or {}).get("registration_method", "affine")
+    if method == "auto":  # the choice the registration stage recorded for this labeled set
+        from cctrnet.registration.method_choice import resolved_method
+
+        method = resolved_method(preprocessed_dataset / "registration" / configuration, labeled) or "affine"
     registration_record: dict[str, Any] = {"method": method}
     if not use_registration:
         registration_record["not_used"] = "switched off"

@@ -20,6 +20,7 @@ from cctrnet.registration.settings import IGNORE_LABEL, RegistrationSettings
 from cctrnet.registration.transforms import resample
 from cctrnet.registration.volumes import load_label, load_volume
 from cctrnet.utilities.file_io import load_json, save_json, save_npy
+from cctrnet.utilities.progress_bars import quiet_bar_options
 
 ScoreMatrix = dict[str, dict[str, dict[str, float]]]  # unlabeled -> labeled -> {"rmse", "mi"}
 
@@ -71,7 +72,7 @@ def update_scores(
     scores = load_scores(store)
     todo = [(u, q) for u, q in pairs if q not in scores.get(u, {})
             and store.successful(u, q) and store.successful(q, u)]
-    for count, (u, q) in enumerate(tqdm(todo, desc="BRS cycle scores", unit="pair", disable=not todo), start=1):
+    for count, (u, q) in enumerate(tqdm(todo, desc="BRS cycle scores", unit="pair", **quiet_bar_options(enabled=bool(todo))), start=1):
         scores.setdefault(u, {})[q] = cycle_score(data_folder, store, u, q, settings)
         if count % save_every == 0:
             save_json({"score": "cycle RMSE and MI (METHOD.md section 5)", "scores": scores}, scores_path(store))

@@ -152,7 +152,7 @@ def _level(pairs: Sequence[PairVolumes], affine_matrices: Sequence[np.ndarray], 
 def _thick_slices(geometry: Geometry, settings: RegistrationSettings) -> bool:
     """Whether the slices are so much thicker than the in-plane spacing that the field stays in-plane."""
     z, y, x = geometry.spacing_zyx
-    return z >= settings.deformable_in_plane_only_ratio * min(y, x)
+    return z >= settings.deformable_in_plane_only_ratio * min(y, x) and z >= settings.deformable_in_plane_only_min_slice_mm
 
 
 def _with_gradient(image_zyx: np.ndarray, padded_shape_zyx: Sequence[int]) -> np.ndarray:

@@ -122,3 +122,9 @@ def save_choice(registration_root: Path, key: str, choice: MethodChoice) -> None
 def load_choices(registration_root: Path) -> dict[str, Any]:
     path = Path(registration_root) / CHOICE_FILE
     return load_json(path)["choices"] if path.exists() else {}
+
+
+def resolved_method(registration_root: Path, labeled: Sequence[str]) -> str | None:
+    """The method ``auto`` chose for this labeled set, or None when it never ran for it."""
+    choice = load_choices(registration_root).get(choice_key(labeled))
+    return None if choice is None else choice["method"]

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from cctrnet.registration.pair_result import STATUS_FAILED, PairResult
 from cctrnet.registration.pair_store import PairStore
 from cctrnet.registration.settings import AFFINE_BASED_METHODS, RegistrationSettings
+from cctrnet.utilities.progress_bars import quiet_bar_options
 
 _PAIRS_BEFORE_ESTIMATE = 3
 
@@ -70,19 +71,33 @@ def compute_missing_pairs(
         outcomes = _processes(data_folder, todo, method, settings, num_processes)
     else:
         outcomes = (compute_pair_job(str(data_folder), m, f, method, settings.to_dict()) for m, f in todo)
-    return _save_with_progress(outcomes, store, len(todo))
+    batch_size = settings.torch_batch_size if engine == "torch" else max(1, num_processes)
+    return _save_with_progress(outcomes, store, len(todo), batch_size)
 
 
-def _save_with_progress(outcomes: Iterable[PairResult], store: PairStore, total: int) -> list[PairResult]:
+def _save_with_progress(outcomes: Iterable[PairResult], store: PairStore, total: int, batch_size: int = 1
+                        ) -> list[PairResult]:
+    """Save each result as it comes; the time estimate is measured between results, after a full batch.
+
+    Why not from the start: the first results can be failures known at once (an unreadable case, a failed
+    affine), and start-up (imports, the first batch's loading) is not paid again per pair.
+    """
     results = []
-    start = time.perf_counter()
-    with tqdm(total=total, desc="registering pairs", unit="pair", file=sys.stderr) as bar:
+    first_time = first_count = None
+    estimated = False
+    with tqdm(total=total, desc="registering pairs", unit="pair", file=sys.stderr, **quiet_bar_options()) as bar:
         for result in outcomes:
             store.save(result)
             results.append(result)
             bar.update(1)
-            if len(results) == min(_PAIRS_BEFORE_ESTIMATE, total) and total > len(results):
-                per_pair = (time.perf_counter() - start) / len(results)
+            now = time.perf_counter()
+            if first_time is None and result.seconds > 0:
+                first_time, first_count = now, len(results)
+            measured = len(results) - (first_count or 0)
+            if (not estimated and first_time is not None and measured >= max(_PAIRS_BEFORE_ESTIMATE, batch_size)
+                    and total > len(results)):
+                estimated = True
+                per_pair = (now - first_time) / measured
                 bar.write(file=sys.stderr, s=f"[cctrnet] estimate: {per_pair:.2f} s per pair, about "
                           f"{per_pair * (total - len(results)) / 60:.1f} min for the remaining {total - len(results)} pairs")
             if not result.ok:

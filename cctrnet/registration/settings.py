@@ -62,8 +62,10 @@ class RegistrationSettings:
     #: largest displacement of one step, in in-plane voxels of the level
     deformable_step_voxels: float = 0.25
     deformable_adam_betas: tuple[float, float] = (0.9, 0.99)
-    #: slices at least this many times thicker than the in-plane spacing: the field stays within the slice
+    #: slices at least this many times thicker than the in-plane spacing, and at least this thick, keep the
+    #: field within the slice (cine MRI); thinner slices (CT) deform in 3D
     deformable_in_plane_only_ratio: float = 2.5
+    deformable_in_plane_only_min_slice_mm: float = 4.0
     #: the stored field's in-plane stride on the fixed grid (slices are kept); float16, compressed
     deformable_field_stride_yx: int = 2
     #: a deformable pair is failed when more voxels fold (Jacobian determinant <= 0) ...

@@ -55,7 +55,9 @@ class TrainerConfig:
     uamt_passes: int = 8  # stochastic teacher passes for the uncertainty
     uamt_noise_std: float = 0.1  # input noise, clipped to +-2 std
     # registration used by RSL/BRS/REPS
-    registration_method: str = "affine"
+    #: auto: affine or affine_deformable, whichever the registration stage chooses for the labeled set
+    #: (documentation/registration.md); or one of affine, affine_deformable, affine_bspline
+    registration_method: str = "auto"
     registration_engine: str = "torch"  # engine for pairs still missing when training starts
     # data
     foreground_oversampling: float = 0.33

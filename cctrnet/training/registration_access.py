@@ -14,10 +14,13 @@ from cctrnet.registration.training_access import TrainingRegistration, load_trai
 def load_run_registration(trainer) -> TrainingRegistration:
     setup, config = trainer.setup, trainer.config
     configuration = setup.configuration["data_identifier"]
-    run_registration_stage(setup.preprocessed_dataset_folder, setup.labeled_cases, method=config.registration_method,
-                           engine=config.registration_engine, configuration=configuration, write_report=False)
+    summary = run_registration_stage(setup.preprocessed_dataset_folder, setup.labeled_cases,
+                                     method=config.registration_method, engine=config.registration_engine,
+                                     configuration=configuration, write_report=False)
+    if summary.choice is not None:
+        print(f"[cctrnet] {summary.choice.describe()}")  # also in registration_choice.json
     registration = load_training_registration(setup.preprocessed_dataset_folder, setup.labeled_cases,
-                                              config.registration_method, configuration)
+                                              summary.method, configuration)
     if not config.brs:
         rng = np.random.default_rng(config.seed)
         for unlabeled in sorted(registration.selected_labeled):
