@@ -35,15 +35,21 @@ class _FieldMap:
 
     def __init__(self, table_zyx: torch.Tensor, source_to_coarse: torch.Tensor, coarse_shape_zyx: Sequence[int]):
         self.table = table_zyx  # (1, 3, Z, Y, X)
-        self.source_to_coarse = source_to_coarse  # (4, 4) source index -> coarse index
-        self.coarse_shape = torch.tensor(coarse_shape_zyx, dtype=torch.float64)
+        # source index (z, y, x) -> grid_sample's (x, y, z) in [-1, 1] of the table, as one 3x4 matrix
+        scale = 2.0 / (torch.tensor(coarse_shape_zyx, dtype=torch.float64) - 1).clamp_min(1)
+        normalise = torch.zeros(4, 4, dtype=torch.float64)
+        for out_axis, zyx_axis in enumerate((2, 1, 0)):
+            normalise[out_axis, zyx_axis], normalise[out_axis, 3] = scale[zyx_axis], -1.0
+        normalise[3, 3] = 1.0
+        self.to_grid = (normalise @ source_to_coarse.double())[:3]
+        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, points_zyx: torch.Tensor) -> torch.Tensor:
-        table = self.table.to(points_zyx.device, points_zyx.dtype)
-        matrix = self.source_to_coarse.to(points_zyx.device, points_zyx.dtype)
-        coarse = points_zyx @ matrix[:3, :3].T + matrix[:3, 3]
-        normalised = 2 * coarse / (self.coarse_shape.to(coarse) - 1).clamp_min(1) - 1
-        grid = normalised.flip(-1).reshape(1, -1, 1, 1, 3)  # grid_sample wants (x, y, z)
+        key = (points_zyx.device, points_zyx.dtype)
+        if key not in self._cache:  # converted once per device and dtype, not per call
+            self._cache[key] = (self.table.to(*key), self.to_grid.to(*key))
+        table, to_grid = self._cache[key]
+        grid = torch.addmm(to_grid[:, 3], points_zyx, to_grid[:, :3].T).reshape(1, -1, 1, 1, 3)
         sampled = F.grid_sample(table, grid, mode="bilinear", padding_mode="border", align_corners=True)
         return sampled.reshape(3, -1).T
 
