@@ -217,10 +217,16 @@ def _torch_threads(num_processes: int) -> int:
     return threads
 
 
+def _batches_by_fixed(todo: Sequence[tuple[str, str]], size: int) -> list[list[tuple[str, str]]]:
+    """Batches of pairs that share their fixed volume where possible: a batch is padded to its largest grids,
+    and one fixed grid per batch pads the least (a pair's result does not depend on its batch)."""
+    return _batches(sorted(todo, key=lambda pair: (pair[1], pair[0])), size)
+
+
 def _torch_batches(data_folder: Path, todo: Sequence[tuple[str, str]], method: str, settings: RegistrationSettings,
                    num_threads: int, affine_folder: str | None) -> Iterator[PairResult]:
     cache: dict[str, Any] = {}
-    batches = _batches(todo, settings.torch_batch_size)
+    batches = _batches_by_fixed(todo, settings.torch_batch_size)
     for number, chunk in enumerate(batches):
         yield from compute_batch_job(str(data_folder), chunk, method, settings.to_dict(), affine_folder, num_threads, cache)
         needed = {case for later in batches[number + 1:] for pair in later for case in pair}
@@ -236,7 +242,7 @@ def _dask_batches(data_folder: Path, todo: Sequence[tuple[str, str]], method: st
         from distributed import as_completed as dask_as_completed
     except ImportError as error:
         raise ImportError('--dask-scheduler needs dask.distributed: pip install "dask[distributed]"') from error
-    batches = _batches(todo, settings.torch_batch_size)
+    batches = _batches_by_fixed(todo, settings.torch_batch_size)
     with Client(scheduler, timeout=30) as client:
         futures = [client.submit(compute_batch_job, str(data_folder), chunk, method, settings.to_dict(), affine_folder,
                                  1, pure=False) for chunk in batches]
