@@ -70,7 +70,7 @@ def run_torch_deformable(fixed, movings, settings):
     import torch
 
     from cctrnet.registration.deformable_engine import register_batch_deformable
-    from cctrnet.registration.single_pair import _affine_matrix
+    from cctrnet.registration.single_pair import affine_matrix_of_text
     from cctrnet.registration.torch_engine import PairVolumes, register_batch_torch
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -78,7 +78,7 @@ def run_torch_deformable(fixed, movings, settings):
     start = time.perf_counter()
     affine = register_batch_torch(pairs, settings, device)
     usable = [i for i, r in enumerate(affine) if r.ok]
-    results = register_batch_deformable([pairs[i] for i in usable], [_affine_matrix(affine[i].transform_text) for i in usable],
+    results = register_batch_deformable([pairs[i] for i in usable], [affine_matrix_of_text(affine[i].transform_text) for i in usable],
                                         [affine[i].transform_text for i in usable], settings, device)
     per_pair = (time.perf_counter() - start) / len(pairs)
     rows, extras = [], {"field_bytes_per_pair": [], "folded_fraction": [], "inverse_consistency_mm_p95": []}

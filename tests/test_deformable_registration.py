@@ -24,13 +24,7 @@ SPACING_XYZ = (1.5, 1.5, 6.0)
 FAST = RegistrationSettings(torch_points_per_pair=1024, pyramid_levels=(4, 2), torch_iterations_per_level=(60, 30),
                             deformable_iterations_per_level=(40, 20))
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # conftest: the engines run one thread per process
 
 
 def bump_displacement(geometry: Geometry, amplitude_mm: float) -> np.ndarray:

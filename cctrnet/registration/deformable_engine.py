@@ -68,7 +68,7 @@ class _Level:
     projection: torch.Tensor | None  # (B, 3, 3) onto each pair's slice plane; None when every pair moves in 3D
     finest_spacing_mm: torch.Tensor  # (B,) each pair's smallest spacing at this level
     box_counts: dict  # window -> (B, 1, Z, Y, X) number of each pair's own voxels in the window
-    fixed_statistics: dict = None  # window -> (rows, fixed mean, fixed variance) over each pair's own grid
+    fixed_statistics: dict | None = None  # window -> (rows, fixed, its window mean and variance), made once
 
 
 def register_batch_deformable(

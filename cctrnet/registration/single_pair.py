@@ -35,7 +35,7 @@ def register_pair(fixed_zyx: np.ndarray, fixed_geometry: Geometry, moving_zyx: n
         affine.method = method
         affine.reason = f"the affine registration this pair starts from failed: {affine.reason}"
         return affine
-    matrix = _affine_matrix(affine.transform_text)
+    matrix = affine_matrix_of_text(affine.transform_text)
     return register_batch_deformable([pair], [matrix], [affine.transform_text], settings, device)[0]
 
 
@@ -53,7 +53,8 @@ def result_transform(result: PairResult, inverse: bool = False) -> Any:
         return stored_transform(transform_path, field_path if result.field_bytes is not None else None, inverse)
 
 
-def _affine_matrix(transform_text: str) -> np.ndarray:
+def affine_matrix_of_text(transform_text: str) -> np.ndarray:
+    """The 4x4 physical matrix (fixed points -> moving points) of an affine .tfm text."""
     from cctrnet.registration.transforms import affine_matrix_4x4, transform_from_file
 
     with tempfile.TemporaryDirectory() as folder:
