@@ -19,6 +19,7 @@ import numpy as np
 
 from cctrnet.registration import brs
 from cctrnet.registration.pair_store import PairStore
+from cctrnet.registration.report import class_dice
 from cctrnet.registration.settings import RegistrationSettings
 from cctrnet.registration.volumes import load_label
 from cctrnet.utilities.file_io import load_json, save_json
@@ -47,16 +48,6 @@ class MethodChoice:
 def leave_one_out_pairs(labeled: Sequence[str]) -> list[tuple[str, str]]:
     """Ordered (moving, fixed) pairs between distinct labeled cases."""
     return [(q, target) for target in sorted(labeled) for q in sorted(labeled) if q != target]
-
-
-def class_dice(prediction: np.ndarray, truth: np.ndarray, classes: Sequence[int]) -> dict[int, float]:
-    """Dice per class present in either map (ignored voxels, -1, count as no class)."""
-    out = {}
-    for value in classes:
-        total = np.sum(prediction == value) + np.sum(truth == value)
-        if total:
-            out[int(value)] = float(2.0 * np.sum((prediction == value) & (truth == value)) / total)
-    return out
 
 
 def leave_one_out_dice(data_folder: Path, store: PairStore, labeled: Sequence[str]) -> dict[str, Any]:

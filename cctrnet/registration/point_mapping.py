@@ -24,6 +24,7 @@ from cctrnet.registration.pair_store import PairStore
 from cctrnet.registration.pairs import reference_case
 from cctrnet.registration.settings import RegistrationSettings
 from cctrnet.registration.transforms import affine_matrix_4x4, affine_parts, coarse_grid_geometry
+from cctrnet.registration.velocity_field import normalise_matrix
 
 
 class MissingRegistrationError(LookupError):
@@ -36,11 +37,7 @@ class _FieldMap:
     def __init__(self, table_zyx: torch.Tensor, source_to_coarse: torch.Tensor, coarse_shape_zyx: Sequence[int]):
         self.table = table_zyx  # (1, 3, Z, Y, X)
         # source index (z, y, x) -> grid_sample's (x, y, z) in [-1, 1] of the table, as one 3x4 matrix
-        scale = 2.0 / (torch.tensor(coarse_shape_zyx, dtype=torch.float64) - 1).clamp_min(1)
-        normalise = torch.zeros(4, 4, dtype=torch.float64)
-        for out_axis, zyx_axis in enumerate((2, 1, 0)):
-            normalise[out_axis, zyx_axis], normalise[out_axis, 3] = scale[zyx_axis], -1.0
-        normalise[3, 3] = 1.0
+        normalise = torch.from_numpy(normalise_matrix(coarse_shape_zyx))
         self.to_grid = (normalise @ source_to_coarse.double())[:3]
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 

@@ -21,13 +21,21 @@ from cctrnet.registration.volumes import load_label
 from cctrnet.utilities.file_io import atomic_path, save_json
 
 
+def class_dice(prediction: np.ndarray, truth: np.ndarray, classes: Sequence[int]) -> dict[int, float]:
+    """Dice per class present in either map (ignored voxels, -1, count as no class)."""
+    out = {}
+    for value in classes:
+        total = np.sum(prediction == value) + np.sum(truth == value)
+        if total:
+            out[int(value)] = float(2.0 * np.sum((prediction == value) & (truth == value)) / total)
+    return out
+
+
 def label_dice(prediction: np.ndarray, truth: np.ndarray) -> float:
     """Mean Dice over the foreground classes present in either map (ignored voxels count as no class)."""
     classes = [c for c in np.union1d(np.unique(prediction), np.unique(truth)) if c > 0]
-    if not classes:
-        return 1.0
-    scores = [2.0 * np.sum((prediction == c) & (truth == c)) / (np.sum(prediction == c) + np.sum(truth == c)) for c in classes]
-    return float(np.mean(scores))
+    scores = class_dice(prediction, truth, classes)
+    return float(np.mean(list(scores.values()))) if scores else 1.0
 
 
 def method_report(data_folder: Path, store: PairStore, labeled: Sequence[str], settings: RegistrationSettings) -> dict[str, Any]:

@@ -118,25 +118,38 @@ def _processes(data_folder: Path, todo: Sequence[tuple[str, str]], method: str, 
 
 def _dask(data_folder: Path, todo: Sequence[tuple[str, str]], method: str, settings: RegistrationSettings,
           scheduler: str) -> Iterator[PairResult]:
-    """Submit the pair jobs to an existing Dask scheduler (workers must see ``data_folder``)."""
+    """Submit the SimpleITK pair jobs to an existing Dask scheduler (workers must see ``data_folder``)."""
+    calls = [(str(data_folder), m, f, method, settings.to_dict()) for m, f in todo]
+    for pair, (result, error) in _on_dask(scheduler, compute_pair_job, calls, todo):
+        yield result if error is None else _worker_failure(pair, method, "simpleitk", error)
+
+
+def _on_dask(scheduler: str, function: Any, calls: Sequence[tuple], items: Sequence[Any]) -> Iterator[tuple[Any, tuple]]:
+    """(item, (result, None) or (None, error)) for each ``function(*call)`` run on the cluster, as they finish."""
     try:
         from distributed import Client
         from distributed import as_completed as dask_as_completed
     except ImportError as error:
         raise ImportError('--dask-scheduler needs dask.distributed: pip install "dask[distributed]"') from error
     with Client(scheduler, timeout=30) as client:
-        futures = [client.submit(compute_pair_job, str(data_folder), m, f, method, settings.to_dict(), pure=False)
-                   for m, f in todo]
-        keys = {future.key: pair for future, pair in zip(futures, todo)}
+        futures = [client.submit(function, *call, pure=False) for call in calls]
+        keys = {future.key: item for future, item in zip(futures, items)}
         for future in dask_as_completed(futures):
-            yield _future_result(future, keys[future.key], method, "simpleitk")
+            try:
+                yield keys[future.key], (future.result(), None)
+            except Exception as error:  # a crashed worker fails its pairs, not the run
+                yield keys[future.key], (None, error)
+
+
+def _worker_failure(pair: tuple[str, str], method: str, engine: str, error: Exception) -> PairResult:
+    return PairResult(pair[0], pair[1], method, engine, STATUS_FAILED, reason=f"worker error: {type(error).__name__}: {error}")
 
 
 def _future_result(future: Any, pair: tuple[str, str], method: str, engine: str) -> PairResult:
     try:
         return future.result()
     except Exception as error:  # a crashed worker fails its pair, not the run
-        return PairResult(pair[0], pair[1], method, engine, STATUS_FAILED, reason=f"worker error: {type(error).__name__}: {error}")
+        return _worker_failure(pair, method, engine, error)
 
 
 def _batches(todo: Sequence[tuple[str, str]], size: int) -> list[list[tuple[str, str]]]:
@@ -237,20 +250,10 @@ def _torch_batches(data_folder: Path, todo: Sequence[tuple[str, str]], method: s
 def _dask_batches(data_folder: Path, todo: Sequence[tuple[str, str]], method: str, settings: RegistrationSettings,
                   scheduler: str, affine_folder: str | None) -> Iterator[PairResult]:
     """Batches of the torch engine as Dask tasks (workers must see ``data_folder``); one task, one batch."""
-    try:
-        from distributed import Client
-        from distributed import as_completed as dask_as_completed
-    except ImportError as error:
-        raise ImportError('--dask-scheduler needs dask.distributed: pip install "dask[distributed]"') from error
     batches = _batches_by_fixed(todo, settings.torch_batch_size)
-    with Client(scheduler, timeout=30) as client:
-        futures = [client.submit(compute_batch_job, str(data_folder), chunk, method, settings.to_dict(), affine_folder,
-                                 1, pure=False) for chunk in batches]
-        keys = {future.key: chunk for future, chunk in zip(futures, batches)}
-        for future in dask_as_completed(futures):
-            try:
-                yield from future.result()
-            except Exception as error:  # a crashed worker fails its batch's pairs, not the run
-                for moving, fixed in keys[future.key]:
-                    yield PairResult(moving, fixed, method, "torch", STATUS_FAILED,
-                                     reason=f"worker error: {type(error).__name__}: {error}")
+    calls = [(str(data_folder), chunk, method, settings.to_dict(), affine_folder, 1) for chunk in batches]
+    for chunk, (results, error) in _on_dask(scheduler, compute_batch_job, calls, batches):
+        if error is None:
+            yield from results
+        else:
+            yield from (_worker_failure(pair, method, "torch", error) for pair in chunk)

@@ -26,6 +26,7 @@ from cctrnet.registration.pair_result import STATUS_FAILED, STATUS_OK, PairResul
 from cctrnet.registration.pyramid import block_average, shrink_factors_zyx, shrunk_geometry
 from cctrnet.registration.settings import RegistrationSettings
 from cctrnet.registration.transforms import implausibility, transform_to_text
+from cctrnet.registration.velocity_field import normalise_matrix
 
 METRIC_NAME = "negative_normalised_cross_correlation"
 
@@ -166,12 +167,7 @@ def _level_batch(
         moving_arrays.append(padded)
         index_from_physical = np.linalg.inv(moving_geometry.index_zyx_to_physical_matrix())
         # index (z, y, x) -> grid_sample order (x, y, z) in [-1, 1] of the padded array
-        normalise = np.zeros((4, 4))
-        for out_axis, zyx_axis in enumerate((2, 1, 0)):
-            normalise[out_axis, zyx_axis] = 2.0 / max(1, padded_shape[zyx_axis] - 1)
-            normalise[out_axis, 3] = -1.0
-        normalise[3, 3] = 1.0
-        to_normalised.append((normalise @ index_from_physical)[:3])
+        to_normalised.append((normalise_matrix(padded_shape) @ index_from_physical)[:3])
         upper.append([2.0 * (moving.shape[a] - 1) / max(1, padded_shape[a] - 1) - 1.0 for a in (2, 1, 0)])
         factors_f = shrink_factors_zyx(pair.fixed_geometry, level, settings.min_voxels_per_axis)
         fixed = block_average(pair.fixed_zyx, factors_f).reshape(-1)
