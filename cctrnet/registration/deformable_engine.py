@@ -81,7 +81,6 @@ def register_batch_deformable(
     velocity = first_moment = second_moment = None
     previous: list[Geometry] | None = None
     iterations = 0
-    initial = final = None
     level = None
     for level_factor, level_iterations in zip(settings.deformable_levels, settings.deformable_iterations_per_level):
         level = _level(pairs, affine_matrices, level_factor, settings, device)
@@ -306,12 +305,15 @@ def _result(pair: PairVolumes, velocity: torch.Tensor, level_geometry: Geometry,
                         metric_initial=initial, metric_final=final, iterations=iterations, seconds=seconds)
     storage = coarse_grid_geometry(pair.fixed_geometry, settings.deformable_field_stride_yx)
     stored = vf.resample_field(velocity.detach().float(), level_geometry, storage)[0].cpu().numpy()
-    problem = None
+    problem, encoded = None, None
     limit_mm = settings.deformable_max_inverse_error_voxels * float(min(pair.fixed_geometry.spacing_zyx[1:]))
     if not np.all(np.isfinite(stored)):
         problem = "velocity field is not finite"
+    elif np.abs(stored).max() > vf.STORABLE_MM:
+        problem = f"velocity field reaches {np.abs(stored).max():.0f} mm, beyond the storable {vf.STORABLE_MM:.0f} mm"
     else:
-        stored = vf.velocity_from_bytes(vf.velocity_to_bytes(stored, storage))[0]  # check what is stored
+        encoded = vf.velocity_to_bytes(stored, storage)
+        stored = vf.velocity_from_bytes(encoded)[0]  # the checks judge what is stored, rounding included
         quality = field_quality(stored, storage)
         result.quality = {**quality, "field_shape_zyx": list(storage.shape_zyx)}
         if quality["folded_fraction"] > settings.deformable_max_folded_fraction:
@@ -324,7 +326,7 @@ def _result(pair: PairVolumes, velocity: torch.Tensor, level_geometry: Geometry,
             problem = f"did not improve the metric: {final:.4g} not better than the affine's {initial:.4g}"
     if problem is None:
         result.status, result.transform_text = STATUS_OK, affine_text
-        result.field_bytes = vf.velocity_to_bytes(stored, storage)
+        result.field_bytes = encoded
     else:
         result.reason = problem
     return result

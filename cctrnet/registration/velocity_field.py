@@ -211,6 +211,8 @@ def jacobian_determinant(displacement_mm: np.ndarray, geometry: Geometry) -> np.
 # --- storage: velocity field quantised, delta coded along x, compressed, with its grid ------------------------
 #: the stored field's resolution in mm (a quantisation error of at most half of it)
 STORAGE_QUANTUM_MM = 0.01
+#: largest storable value: int16 differences of neighbours bound each value to half the int16 range
+STORABLE_MM = STORAGE_QUANTUM_MM * (np.iinfo(np.int16).max // 2)
 
 
 def velocity_to_bytes(velocity_mm: np.ndarray, geometry: Geometry) -> bytes:
@@ -219,9 +221,9 @@ def velocity_to_bytes(velocity_mm: np.ndarray, geometry: Geometry) -> bytes:
     Values are rounded to ``STORAGE_QUANTUM_MM`` and stored as int16 differences along x: a smooth field's
     neighbours differ little, so the differences compress several times better than float16 values.
     """
+    if np.abs(velocity_mm).max(initial=0.0) > STORABLE_MM:
+        raise ValueError(f"velocity field exceeds the storable {STORABLE_MM:.0f} mm ({np.abs(velocity_mm).max():.1f} mm)")
     quantised = np.round(np.asarray(velocity_mm, dtype=np.float64) / STORAGE_QUANTUM_MM)
-    if np.abs(quantised).max(initial=0) > np.iinfo(np.int16).max // 2:
-        raise ValueError(f"velocity field exceeds the storable range ({np.abs(velocity_mm).max():.1f} mm)")
     quantised = quantised.astype(np.int32)
     differences = np.diff(quantised, axis=-1, prepend=0).astype(np.int16)
     buffer = io.BytesIO()
