@@ -102,6 +102,21 @@ def test_torch_engine_recovers_known_affines_in_one_batch():
         assert np.abs(affine_matrix_4x4(transform)[:3, :3] - np.linalg.inv(truth)[:3, :3]).max() < 0.04
 
 
+def test_torch_engine_keeps_a_start_it_cannot_improve():
+    """Two frames of one patient start (almost) aligned. A copy of the fixed volume must come back as the
+    identity, not as a failure; a slightly deformed copy with the default pyramid must not fail either (its
+    start was once judged on the coarsest level and its result on the finest)."""
+    fixed, _, fixed_geometry = subject(0)
+    deformed, _, deformed_geometry = subject(0, deformation_mm=1.0)
+    pairs = [PairVolumes("copy", "f", fixed, fixed_geometry, fixed.copy(), fixed_geometry),
+             PairVolumes("deformed", "f", fixed, fixed_geometry, deformed, deformed_geometry)]
+    copy, slightly_deformed = register_batch_torch(pairs, RegistrationSettings(), "cpu")
+    assert copy.ok and copy.quality["start_kept"], copy.reason
+    assert np.allclose(affine_matrix_4x4(_transform(copy.transform_text)), np.eye(4), atol=1e-6)
+    assert slightly_deformed.ok, slightly_deformed.reason
+    assert slightly_deformed.metric_final <= slightly_deformed.metric_initial
+
+
 def test_bspline_beats_affine_on_smooth_deformation():
     fixed, fixed_label, fixed_geometry = subject(0)
     moving, moving_label, moving_geometry = subject(1, in_plane_affine(3, (1.0, 1.0), (1, 0)), deformation_mm=3.0)

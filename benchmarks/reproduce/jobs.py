@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 DATASETS = {  # benchmark name -> (dataset id, generator command)
     "phantom": (1, ["cctr_generate_phantom", "-d", "1"]),
     "brain": (2, ["cctr_generate_brain", "-d", "2"]),
+    # the ACDC-like population (issue 12) at 25 patients, 10 train / 5 validation / 10 test: 20 training volumes
+    # keep the 380 ordered registration pairs (affine and deformable) and the trainings within this machine
+    "acdc": (3, ["cctr_generate_acdc_population", "-d", "3", "--patients", "25", "--split", "0.4", "0.2", "0.4",
+                 "-np", "2"]),
 }
 TABLES = ("core", "ablation", "registration")
 

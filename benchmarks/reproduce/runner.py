@@ -15,6 +15,7 @@ from typing import Any
 
 from benchmarks.reproduce.jobs import DATASETS, Job, quality_every
 from benchmarks.reproduce.store import WorkFolder, read_json
+from cctrnet.postprocessing import UNPROCESSED_SUBFOLDER
 from cctrnet.utilities.file_io import save_json
 
 
@@ -186,10 +187,11 @@ def prepare_dataset(work: WorkFolder, dataset: str, cpu_step_seconds: float, ech
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------
-def evaluate(recorder: StepRecorder, work: WorkFolder, prepared: dict, predictions: Path) -> dict[str, Any]:
+def evaluate(recorder: StepRecorder, work: WorkFolder, prepared: dict, predictions: Path,
+             step_name: str = "evaluate") -> dict[str, Any]:
     raw = work.raw / prepared["dataset_name"]
-    recorder.run("evaluate", ["cctr_evaluate", "-ref", str(raw / "labelsTs"), "-pred", str(predictions),
-                              "-d", str(prepared["dataset_id"]), "--quiet"])
+    recorder.run(step_name, ["cctr_evaluate", "-ref", str(raw / "labelsTs"), "-pred", str(predictions),
+                             "-d", str(prepared["dataset_id"]), "--quiet"])
     return metrics_from_summary(read_json(predictions / "summary.json"))
 
 
@@ -246,11 +248,17 @@ def run_training_job(work: WorkFolder, job: Job, prepared: dict, disable_tta: bo
     predictions = folder / "predictions"
     command = ["cctr_predict", "-i", str(work.raw / prepared["dataset_name"] / "imagesTs"), "-o", str(predictions),
                "-m", str(model), "--device", "cpu", "--quiet"]
+    command += ["--save-without-postprocessing"]  # both tables: with and without the model's post-processing
     recorder.run("predict", command + (["--disable-tta"] if disable_tta else []))
     config = read_json(model / "config.json") or {}
+    unprocessed = predictions / UNPROCESSED_SUBFOLDER
     result.update({"model_folder": str(model), "labeled_cases": read_json(model / "labeled_cases.json")["labeled"],
                    "settings": config.get("settings"), "num_iterations": config.get("num_iterations"),
                    "metrics": evaluate(recorder, work, prepared, predictions),
+                   "postprocessing": read_json(model / "postprocessing.json"),
+                   "metrics_without_postprocessing": (evaluate(recorder, work, prepared, unprocessed,
+                                                               "evaluate_without_postprocessing")
+                                                      if unprocessed.is_dir() else None),
                    "pseudo_label_curves": pseudo_label_curves(model / "checkpoint_final.pth"),
                    "train_seconds_per_iteration": _seconds_per_iteration(recorder.steps, job.iterations)})
     return result
@@ -299,11 +307,13 @@ def labeled_cases_for(work: WorkFolder, job: Job, prepared: dict) -> tuple[list[
     if trained is not None:
         return sorted(trained["labeled_cases"]), trained["model_folder"]
     from cctrnet.dataset.labeled_selection import select_labeled_cases
+    from cctrnet.dataset.patients import patient_of_case
     from cctrnet.preprocessing.case_storage import list_preprocessed_cases, load_properties
 
     data = work.preprocessed / prepared["dataset_name"] / prepared.get("data_identifier", "2d")
     with_labels = [c for c in list_preprocessed_cases(data) if load_properties(data, c).get("is_labeled")]
-    return select_labeled_cases(with_labels, job.labeled, job.seed), "select_labeled_cases rule"
+    patients = patient_of_case(read_json(work.raw / prepared["dataset_name"] / "dataset.json") or {})
+    return select_labeled_cases(with_labels, job.labeled, job.seed, patients), "select_labeled_cases rule"
 
 
 def describe_error(error: BaseException) -> str:

@@ -19,9 +19,10 @@ def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None
     return mean, math.sqrt(variance), len(finite)
 
 
-def aggregate_row(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Per-class and mean Dice / HD95 over the finished runs (one per seed) of one table row."""
-    ok = [r for r in results if r.get("status") == "ok" and r.get("metrics")]
+def aggregate_row(results: Sequence[dict[str, Any]], metrics_key: str = "metrics") -> dict[str, Any]:
+    """Per-class and mean Dice / HD95 over the finished runs (one per seed) of one table row, from each
+    run's ``metrics_key`` (``metrics``: as cctr_predict writes them; ``metrics_without_postprocessing``)."""
+    ok = [dict(r, metrics=r[metrics_key]) for r in results if r.get("status") == "ok" and r.get(metrics_key)]
     classes: list[str] = []
     for r in ok:
         classes += [c for c in r["metrics"]["dice"] if c not in classes]
@@ -37,8 +38,8 @@ def aggregate_row(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
-def build_table(table: str, selection: Selection, iterations: int, results: dict[str, dict]
-                ) -> list[dict[str, Any]]:
+def build_table(table: str, selection: Selection, iterations: int, results: dict[str, dict],
+                metrics_key: str = "metrics") -> list[dict[str, Any]]:
     """One block per dataset and N: its rows (method label -> aggregate over the selected seeds)."""
     blocks = []
     for dataset in table_datasets(table, selection):
@@ -49,7 +50,7 @@ def build_table(table: str, selection: Selection, iterations: int, results: dict
                 wanted = [Job(dataset, method, None if method.all_labels else labeled, seed, iterations).job_id
                           for seed in selection.seeds]
                 runs = [results[i] for i in wanted if i in results]
-                rows.append({"method": method.label, "job_ids": wanted, **aggregate_row(runs)})
+                rows.append({"method": method.label, "job_ids": wanted, **aggregate_row(runs, metrics_key)})
             blocks.append({"dataset": dataset, "labeled": labeled, "rows": rows})
     return blocks
 
@@ -70,7 +71,8 @@ def render_markdown(title: str, blocks: Sequence[dict[str, Any]], budget_lines: 
         classes: list[str] = []
         for row in block["rows"]:
             classes += [c for c in row["dice"] if c not in classes]
-        lines += [f"## {block['dataset']}, {block['labeled']} labeled case{'s' if block['labeled'] != 1 else ''}", ""]
+        unit = "patient" if block["dataset"] == "acdc" else "case"  # the ACDC-like dataset declares patients
+        lines += [f"## {block['dataset']}, {block['labeled']} labeled {unit}{'s' if block['labeled'] != 1 else ''}", ""]
         header = (["method", "n"] + [f"Dice {c}" for c in classes] + ["Dice mean"]
                   + [f"HD95 {c}" for c in classes] + ["HD95 mean"])
         lines.append("| " + " | ".join(header) + " |")

@@ -55,10 +55,13 @@ def method_report(data_folder: Path, store: PairStore, labeled: Sequence[str], s
         dice_selected[unlabeled] = {"labeled": chosen, "dice": label_dice(warped, truth),
                                     "leave_one_out": unlabeled in labeled}
     dices = [v["dice"] for v in dice_selected.values()]
-    qualities = [r.quality for r in results if r.ok and r.quality]
+    qualities = [r.quality for r in results if r.ok and "folded_fraction" in r.quality]  # deformable pairs
     quality = {}
+    kept = sum(bool(r.quality.get("start_kept")) for r in results if r.ok)
+    if kept:  # affine pairs whose centred start the optimiser could not improve (often two frames of one patient)
+        quality["affine_start_kept"] = kept
     if qualities:
-        quality = {
+        quality |= {
             "folded_fraction_max": max(q["folded_fraction"] for q in qualities),
             "inverse_consistency_mm_p95_median": float(np.median([q["inverse_consistency_mm_p95"] for q in qualities])),
             "inverse_consistency_mm_p95_max": max(q["inverse_consistency_mm_p95"] for q in qualities),

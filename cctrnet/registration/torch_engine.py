@@ -57,18 +57,30 @@ def register_batch_torch(
     shift_in_radii = torch.zeros(count, 3, device=device, requires_grad=True)
     initial_loss = final_loss = None
     iterations = 0
-    for level, level_iterations in zip(settings.pyramid_levels, settings.torch_iterations_per_level):
+    levels = list(zip(settings.pyramid_levels, settings.torch_iterations_per_level))
+    for level_index, (level, level_iterations) in enumerate(levels):
         batch = _level_batch(pairs, level, settings, device)
+        if level_index == len(levels) - 1:
+            # the start is judged on the level the result is judged on: a coarse level's smoother images give a
+            # better NCC for the same alignment, and comparing across levels failed near-perfect starts (ED/ES)
+            with torch.no_grad():
+                initial_loss = _loss_per_pair(batch, torch.zeros_like(linear), torch.zeros_like(shift_in_radii),
+                                              centre_f, centre_m, radius_mm)
         optimizer = _Adam([linear, shift_in_radii], settings.torch_learning_rate)
         for _ in range(level_iterations):
             loss = _loss_per_pair(batch, linear, shift_in_radii, centre_f, centre_m, radius_mm)
-            if initial_loss is None:
-                initial_loss = loss.detach().clone()
             gradients = torch.autograd.grad(loss.sum(), [linear, shift_in_radii])
             optimizer.step(gradients)
             iterations += 1
         with torch.no_grad():
             final_loss = _loss_per_pair(batch, linear, shift_in_radii, centre_f, centre_m, radius_mm)
+    with torch.no_grad():
+        # a start the optimiser could not improve (two frames of one patient: the best affine is near the identity
+        # and Adam's steps only jitter around it) is the best affine found, not a failure: keep it
+        start_kept = ~(final_loss < initial_loss)
+        linear[start_kept] = 0.0
+        shift_in_radii[start_kept] = 0.0
+        final_loss = torch.where(start_kept, initial_loss, final_loss)
     seconds_per_pair = (time.perf_counter() - start) / max(1, count)
     matrices = (torch.eye(3, device=device) + linear).detach().cpu().double().numpy()
     translations = (centre_m - centre_f + shift_in_radii * radius_mm).detach().cpu().double().numpy()
@@ -76,7 +88,8 @@ def register_batch_torch(
     for i, pair in enumerate(pairs):
         results.append(
             _result(pair, matrices[i], translations[i], centre_f[i].cpu().double().numpy(),
-                    float(initial_loss[i]), float(final_loss[i]), iterations, seconds_per_pair, settings)
+                    float(initial_loss[i]), float(final_loss[i]), iterations, seconds_per_pair, settings,
+                    bool(start_kept[i]))
         )
     return results
 
@@ -84,6 +97,7 @@ def register_batch_torch(
 def _result(
     pair: PairVolumes, matrix: np.ndarray, translation: np.ndarray, centre: np.ndarray,
     initial: float, final: float, iterations: int, seconds: float, settings: RegistrationSettings,
+    start_kept: bool = False,
 ) -> PairResult:
     import SimpleITK as sitk
 
@@ -99,8 +113,9 @@ def _result(
         problem = f"{type(error).__name__}: {error}"
     if problem is None and not np.isfinite(final):
         problem = "final metric is not finite"
-    if problem is None and not final < initial - settings.min_metric_improvement:
+    if problem is None and not start_kept and not final < initial - settings.min_metric_improvement:
         problem = f"did not converge: metric {final:.4g} not better than start {initial:.4g}"
+    result.quality = {"start_kept": start_kept}
     if problem is None:
         result.status, result.transform_text = STATUS_OK, transform_to_text(affine)
     else:
