@@ -1,6 +1,7 @@
 """Trainers on a tiny phantom: each lowers its loss, resume is exact, the model folder is complete."""
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -236,3 +237,22 @@ def test_a_stop_signal_saves_stops_the_workers_and_prints_the_resume_command(tin
     time.sleep(0.5)
     alive = [w.pid for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"worker processes outlived the trainer: {alive}"
+
+
+def test_fused_registered_labels_and_the_fading_weight_train(tiny_dataset, tmp_path):
+    """rsl_fusion=majority gives every unlabeled case the vote of both labeled atlases; rsl_fade logs its factor."""
+    from cctrnet.registration import brs
+    from cctrnet.registration.label_fusion import fuse_labels
+
+    trainer = _trainer("CCTRTrainer", 3, tmp_path / "fused", rsl_fusion="majority", rsl_fade=True,
+                       rsl_fade_momentum=0.5)
+    registration = trainer.registration
+    unlabeled = sorted(registration.selected_labeled)[0]
+    atlases = [q for q in trainer.setup.labeled_cases if registration.store.successful(q, unlabeled)]
+    assert len(atlases) == 2
+    expected = fuse_labels([brs.registered_label(registration.data_folder, registration.store, unlabeled, q)
+                            for q in atlases], "majority", trainer.setup.num_classes)
+    assert np.array_equal(registration.registered_label(unlabeled), expected)
+    trainer.run(progress=False)
+    factors = [v for _, v in trainer.log.history["rsl_fade"]]
+    assert len(factors) == 3 and all(0.0 < f <= 1.0 for f in factors)

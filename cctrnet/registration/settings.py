@@ -10,6 +10,8 @@ from typing import Any
 
 #: Value of a registered label voxel that the warp leaves undefined (outside the moving volume).
 IGNORE_LABEL = -1
+#: how registered labels of several atlases become one (cctrnet.registration.label_fusion)
+FUSION_RULES = ("brs", "majority", "unanimous")
 
 METHODS = ("affine", "affine_deformable", "affine_bspline", "none")
 #: what a user may ask for: a method, or "auto" (cctrnet.registration.method_choice)

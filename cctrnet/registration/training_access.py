@@ -23,6 +23,7 @@ import numpy as np
 
 from cctrnet.preprocessing.case_storage import list_preprocessed_cases
 from cctrnet.registration import brs
+from cctrnet.registration.label_fusion import FUSION_RULES, fuse_labels
 from cctrnet.registration.pair_store import PairStore, registration_folder
 from cctrnet.registration.point_mapping import PointMapper
 from cctrnet.registration.settings import IGNORE_LABEL, RegistrationSettings
@@ -38,6 +39,11 @@ class TrainingRegistration:
     point_mapper: PointMapper
     _labels: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
+    #: ``brs`` (the selected atlas alone), ``majority`` or ``unanimous`` (cctrnet.registration.label_fusion)
+    fusion: str = "brs"
+    labeled_cases: tuple[str, ...] = ()
+    num_classes: int = 0
+
     def registered_label(self, unlabeled_case: str) -> np.ndarray | None:
         """(z, y, x) int16 registered label of an unlabeled case, or None when BRS found no candidate."""
         if unlabeled_case not in self.selected_labeled:
@@ -46,7 +52,13 @@ class TrainingRegistration:
         if labeled is None:
             return None
         if unlabeled_case not in self._labels:
-            self._labels[unlabeled_case] = brs.registered_label(self.data_folder, self.store, unlabeled_case, labeled)
+            if self.fusion == "brs":
+                label = brs.registered_label(self.data_folder, self.store, unlabeled_case, labeled)
+            else:
+                atlases = [q for q in self.labeled_cases if self.store.successful(q, unlabeled_case)]
+                label = fuse_labels([brs.registered_label(self.data_folder, self.store, unlabeled_case, q)
+                                     for q in atlases], self.fusion, self.num_classes)
+            self._labels[unlabeled_case] = label
         return self._labels[unlabeled_case]
 
 
@@ -56,7 +68,14 @@ def load_training_registration(
     method: str = "affine",
     configuration: str = "2d",
     settings: RegistrationSettings | None = None,
+    fusion: str = "brs",
+    num_classes: int = 0,
 ) -> TrainingRegistration:
+    """``fusion`` other than ``brs`` needs ``num_classes`` (background included)."""
+    if fusion not in FUSION_RULES:
+        raise ValueError(f"unknown label fusion rule '{fusion}'; choose from {', '.join(FUSION_RULES)}")
+    if fusion != "brs" and num_classes < 2:
+        raise ValueError(f"label fusion '{fusion}' needs the number of classes, got {num_classes}")
     settings = settings or RegistrationSettings()
     data_folder = Path(preprocessed_dataset_folder) / configuration
     store = PairStore(registration_folder(preprocessed_dataset_folder, configuration, method))
@@ -64,4 +83,5 @@ def load_training_registration(
     scores = brs.load_scores(store)
     labeled = sorted(labeled_case_ids)
     selected = {u: brs.select_labeled(scores, u, labeled, settings) for u in cases if u not in labeled}
-    return TrainingRegistration(data_folder, store, selected, PointMapper(data_folder, store, settings, cases))
+    return TrainingRegistration(data_folder, store, selected, PointMapper(data_folder, store, settings, cases),
+                                fusion=fusion, labeled_cases=tuple(labeled), num_classes=num_classes)

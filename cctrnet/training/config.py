@@ -33,6 +33,15 @@ class TrainerConfig:
     brs: bool = True  # best registration selection; off: the first labeled case (sorted) for every volume
     scl: bool = True  # supervised contrastive loss
     reps: bool = True  # registration-enhanced positives from the memory bank (needs scl)
+    # beyond the paper (issue 12, section 4), off by default until they win on validation patients:
+    #: registered labels from "brs" (the selected atlas), or a "majority" / "unanimous" vote of every labeled
+    #: atlas (cctrnet.registration.label_fusion)
+    rsl_fusion: str = "brs"
+    #: w_rs times min(1, agreement of the branches with the registered labels / agreement between the branches),
+    #: both Dice on the unlabeled slices, running means: the registered labels fade once the branches agree with
+    #: each other more than with them (no labels needed)
+    rsl_fade: bool = False
+    rsl_fade_momentum: float = 0.99  # of the running agreement means
     two_branches: bool = True  # off: branch A alone (labeled-only baseline)
     # "plan": the plan's branch B; "same_as_a": a second PlainConvUNet (CPS); "ResidualEncoderUNet" or
     # "Primus2D": that family, built by the planner's rules at the plan's patch and topology
@@ -73,6 +82,12 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         if self.branch_b not in BRANCH_B_SETTINGS:
             raise ValueError(f"setting branch_b must be one of {', '.join(BRANCH_B_SETTINGS)}, got {self.branch_b!r}")
+        from cctrnet.registration.settings import FUSION_RULES
+
+        if self.rsl_fusion not in FUSION_RULES:
+            raise ValueError(f"setting rsl_fusion must be one of {', '.join(FUSION_RULES)}, got {self.rsl_fusion!r}")
+        if not 0.0 <= self.rsl_fade_momentum < 1.0:
+            raise ValueError(f"setting rsl_fade_momentum must be in [0, 1), got {self.rsl_fade_momentum}")
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -20,7 +20,8 @@ def load_run_registration(trainer) -> TrainingRegistration:
     if summary.choice is not None:
         print(f"[cctrnet] {summary.choice.describe()}")  # also in registration_choice.json
     registration = load_training_registration(setup.preprocessed_dataset_folder, setup.labeled_cases,
-                                              summary.method, configuration)
+                                              summary.method, configuration, fusion=config.rsl_fusion,
+                                              num_classes=setup.num_classes)
     if not config.brs:
         rng = np.random.default_rng(config.seed)
         for unlabeled in sorted(registration.selected_labeled):

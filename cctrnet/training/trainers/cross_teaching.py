@@ -27,6 +27,7 @@ from cctrnet.training.losses.supervised_contrastive import (ContrastiveSettings,
 from cctrnet.training.memory_bank import FeatureMemoryBank, MemoryBankSettings
 from cctrnet.training.projector import ProjectionHead, ProjectorSettings
 from cctrnet.training.pseudo_label_quality import pseudo_label_dice
+from cctrnet.training.registered_label_fade import RegisteredLabelFade
 from cctrnet.training.trainers.base import BaseTrainer
 
 SHORT = {"branch_a": "A", "branch_b": "B"}
@@ -51,6 +52,8 @@ class CCTRTrainer(BaseTrainer):
             negatives_per_class=config.n_negatives, temperature=config.tau)
         self.reps_settings = RegisteredPositiveSettings(config.reps_w1, config.reps_w2, config.reps_max_target_volumes)
         self.registration = self.load_registration() if self.needs_registration else None
+        self.rsl_fade = (RegisteredLabelFade(setup.num_classes, config.rsl_fade_momentum)
+                         if config.rsl and config.rsl_fade else None)
         self.banks: dict[str, FeatureMemoryBank] = {}
         if config.reps:
             bank_settings = MemoryBankSettings(bank_fraction=config.bank_fraction,
@@ -91,6 +94,10 @@ class CCTRTrainer(BaseTrainer):
         w_cps = self.schedule.ramp_weight(self.iteration, c.w_cps_max, c.w_cps_sharpness)
         total = x.new_zeros(())
         scalars: dict[str, float] = {}
+        w_rs = c.w_rs
+        if self.rsl_fade is not None:
+            fade = self.rsl_fade.update([outputs[n].logits[n_l:].argmax(1) for n in names], unlabeled["target"])
+            w_rs, scalars["rsl_fade"] = c.w_rs * fade, fade
         for name in names:
             other = next((n for n in names if n != name), None)
             logits = outputs[name].logits.float()
@@ -98,7 +105,7 @@ class CCTRTrainer(BaseTrainer):
             if other is not None and c.cps:
                 terms["cps"] = w_cps * cross_pseudo_supervision_loss(logits[n_l:], outputs[other].logits[n_l:].float())
             if c.rsl:
-                terms["rsl"] = c.w_rs * registration_supervision_loss(logits[n_l:], unlabeled["target"])
+                terms["rsl"] = w_rs * registration_supervision_loss(logits[n_l:], unlabeled["target"])
             if c.scl:
                 terms["scl"] = c.w_c * self.contrastive_loss(name, other, outputs, batch, n_l)
             for term, value in terms.items():
@@ -172,14 +179,19 @@ class CCTRTrainer(BaseTrainer):
 
     # --- resume -----------------------------------------------------------------------------------
     def extra_state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(),
-                "banks": {name: bank.state_dict() for name, bank in self.banks.items()}}
+        state = {"generator": self.generator.get_state(),
+                 "banks": {name: bank.state_dict() for name, bank in self.banks.items()}}
+        if self.rsl_fade is not None:
+            state["rsl_fade"] = self.rsl_fade.state_dict()
+        return state
 
 
     def load_extra_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"].cpu() if self.device.type == "cpu" else state["generator"])
         for name, bank in self.banks.items():
             bank.load_state_dict(state["banks"][name])
+        if self.rsl_fade is not None and "rsl_fade" in state:
+            self.rsl_fade.load_state_dict(state["rsl_fade"])
 
 
 class CTSTrainer(CCTRTrainer):

@@ -1,0 +1,65 @@
+"""Beyond-the-paper registered-label options (issue 12 §4): multi-atlas fusion and the fading RSL weight."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cctrnet.registration.label_fusion import fuse_labels
+from cctrnet.registration.settings import IGNORE_LABEL
+from cctrnet.training.config import TrainerConfig
+from cctrnet.training.registered_label_fade import RegisteredLabelFade
+
+X = IGNORE_LABEL
+
+
+def test_majority_vote_takes_the_most_given_label_and_ignores_ties_and_uncovered_voxels():
+    atlases = [np.array([[[1, 2, 0, X, 3]]]), np.array([[[1, 2, 2, X, X]]]), np.array([[[2, 0, 2, X, X]]])]
+    fused = fuse_labels(atlases, "majority", num_classes=4)
+    # voxel 0: 1,1,2 -> 1; voxel 1: 2,2,0 -> 2; voxel 2: 0,2,2 -> 2; voxel 3: nobody; voxel 4: only one atlas -> 3
+    assert fused.tolist() == [[[1, 2, 2, X, 3]]]
+    tie = fuse_labels([np.array([[[1]]]), np.array([[[2]]])], "majority", num_classes=3)
+    assert tie.tolist() == [[[X]]]
+    assert fused.dtype == np.int16
+
+
+def test_unanimous_keeps_only_voxels_where_every_covering_atlas_agrees():
+    atlases = [np.array([[[1, 2, 0, X, 3]]]), np.array([[[1, 2, 2, X, X]]]), np.array([[[1, 0, 2, X, X]]])]
+    assert fuse_labels(atlases, "unanimous", num_classes=4).tolist() == [[[1, X, X, X, 3]]]
+
+
+def test_fusion_rejects_an_unknown_rule_and_the_config_checks_it():
+    with pytest.raises(ValueError, match="fusion rule"):
+        fuse_labels([np.zeros((1, 1, 1))], "median", 2)
+    with pytest.raises(ValueError, match="rsl_fusion"):
+        TrainerConfig(rsl_fusion="median")
+
+
+def test_fade_factor_is_the_ratio_of_agreements_capped_at_one():
+    fade = RegisteredLabelFade(num_classes=2, momentum=0.0)  # momentum 0: this step's values alone
+    registered = torch.tensor([[1, 1, 1, 1, 0, 0, 0, 0]])
+    a = torch.tensor([[1, 1, 0, 0, 0, 0, 0, 0]])  # Dice with registered: 2*2/(2+4) = 2/3
+    b = torch.tensor([[1, 1, 0, 0, 0, 0, 0, 0]])  # the same; the branches agree perfectly (Dice 1)
+    assert fade.update([a, b], registered) == pytest.approx(2 / 3)
+    # branches that agree less with each other than with the registered labels: no fading (capped at 1)
+    b_far = torch.tensor([[1, 1, 1, 1, 0, 0, 0, 0]])
+    fade_capped = RegisteredLabelFade(num_classes=2, momentum=0.0)
+    assert fade_capped.update([a, b_far], registered) == 1.0
+
+
+def test_fade_uses_running_means_survives_a_resume_and_is_one_for_a_single_branch():
+    fade = RegisteredLabelFade(num_classes=2, momentum=0.5)
+    registered = torch.tensor([[1, 1, 1, 1, 0, 0, 0, 0]])
+    a = torch.tensor([[1, 1, 0, 0, 0, 0, 0, 0]])
+    fade.update([a, a], registered)  # with registered 2/3, between 1
+    fade.update([registered, registered], registered)  # with registered 1, between 1
+    assert fade.with_registered == pytest.approx(0.5 * 2 / 3 + 0.5 * 1.0)
+    restored = RegisteredLabelFade(num_classes=2, momentum=0.5)
+    restored.load_state_dict(fade.state_dict())
+    assert restored.factor == fade.factor == pytest.approx(5 / 6)
+    empty = torch.zeros(1, 8, dtype=torch.long)  # no foreground anywhere: nothing to learn from this step
+    assert restored.update([empty, empty], empty) == pytest.approx(5 / 6)
+    assert RegisteredLabelFade(2, 0.9).update([a], registered) == 1.0
+    assert math.isclose(RegisteredLabelFade(2, 0.9).factor, 1.0)
