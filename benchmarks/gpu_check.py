@@ -12,7 +12,8 @@ Sections (each in its own try/except: a failing section records its error in the
 - peak GPU memory of every section (``torch.cuda.max_memory_allocated``).
 
 ``--smoke`` makes everything tiny (patch 64, 2 + 2 slices, few steps, small volumes) so the script runs on a
-CPU in about a minute: that is how it was tested before it ever met a GPU.
+CPU (12 minutes on the shared 2-core development machine, most of it CCT-R's registrations and steps of the
+GPU-plan networks): that is how it was tested before it ever met a GPU.
 
     python benchmarks/gpu_check.py                 # on the GPU machine (benchmarks/gpu_check.sh runs it)
     python benchmarks/gpu_check.py --smoke --device cpu

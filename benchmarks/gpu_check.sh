@@ -6,7 +6,7 @@
 # (tiny sizes on the CPU; the CUDA tests are then skipped).
 #
 #   bash benchmarks/gpu_check.sh            # full check, needs CUDA
-#   bash benchmarks/gpu_check.sh --smoke    # any machine, about a minute
+#   bash benchmarks/gpu_check.sh --smoke    # any machine (set GPU_CHECK_BENCH_SECONDS=1200 on a slow CPU)
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
