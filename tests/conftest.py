@@ -20,6 +20,20 @@ def pytest_configure(config: pytest.Config) -> None:
     # cctrnet silences this dependency warning on import, but pytest restores the warning filters after
     # collection; the same narrow filter, as pytest's own setting
     config.addinivalue_line("filterwarnings", r"ignore:`torch\.jit\.interface` is deprecated:FutureWarning")
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU; skipped without one (benchmarks/gpu_check.sh runs "
+                                       "them with pytest -m cuda)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    cuda_items = [item for item in items if item.get_closest_marker("cuda")]
+    if not cuda_items:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in cuda_items:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="module")

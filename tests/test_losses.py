@@ -26,7 +26,7 @@ from cctrnet.training.losses.supervised_contrastive import (
 from cctrnet.training.memory_bank import FeatureMemoryBank, MemoryBankSettings
 from cctrnet.training.projector import ProjectionHead, ProjectorSettings
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]  # skipped without a GPU (conftest)
 SMOOTH = DiceSettings().smooth
 
 

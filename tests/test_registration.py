@@ -117,6 +117,20 @@ def test_torch_engine_keeps_a_start_it_cannot_improve():
     assert slightly_deformed.metric_final <= slightly_deformed.metric_initial
 
 
+@pytest.mark.cuda
+def test_torch_engine_on_cuda_gives_the_cpu_affines():
+    fixed, _, fixed_geometry = subject(0)
+    pairs = []
+    for i, truth in enumerate([KNOWN, in_plane_affine(-6, (0.95, 1.05), (-3, 2))]):
+        moving, _, moving_geometry = subject(i + 1, truth)
+        pairs.append(PairVolumes(f"m{i}", "f", fixed, fixed_geometry, moving, moving_geometry))
+    on_cpu, on_cuda = register_batch_torch(pairs, FAST, "cpu"), register_batch_torch(pairs, FAST, "cuda")
+    for a, b in zip(on_cpu, on_cuda):
+        assert a.ok and b.ok, (a.reason, b.reason)
+        difference = affine_matrix_4x4(_transform(a.transform_text)) - affine_matrix_4x4(_transform(b.transform_text))
+        assert np.abs(difference[:3, :3]).max() < 0.01 and np.abs(difference[:3, 3]).max() < 0.3  # mm
+
+
 def test_bspline_beats_affine_on_smooth_deformation():
     fixed, fixed_label, fixed_geometry = subject(0)
     moving, moving_label, moving_geometry = subject(1, in_plane_affine(3, (1.0, 1.0), (1, 0)), deformation_mm=3.0)

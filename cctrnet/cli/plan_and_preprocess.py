@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--registration-engine", choices=("torch", "simpleitk"), default="torch",
                         help="torch: batched, CPU or GPU; simpleitk: the reference engine (default: %(default)s)")
     parser.add_argument("--dask-scheduler", default=None, metavar="tcp://host:port",
-                        help="run the registration pairs on an existing Dask cluster")
+                        help="run the registration pairs on an existing Dask cluster ('local': a local cluster "
+                             "of -np worker processes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from cctrnet.preprocessing.pipeline import plan_and_preprocess_dataset, PipelineError
     from cctrnet.planning.planner import PlannerSettings
+    from cctrnet.registration.runner import PairsNotComputed
 
     settings = PlannerSettings(branch_b=args.branch_b, gpu_memory_target_gb=args.gpu_memory_target)
     if args.cpu_step_seconds is not None:
@@ -62,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         except PipelineError as error:
             print(f"\nerror: {error}", file=sys.stderr)
             failed.append(identifier)
+            continue
+        except PairsNotComputed as error:  # preprocessing and the finished pairs are kept
+            print(f"\nerror: {error}", file=sys.stderr)
+            failed.append(f"{identifier} (registration incomplete)")
             continue
         print(f"dataset {identifier}: done in {time.perf_counter() - start:.1f} s")
     if failed:

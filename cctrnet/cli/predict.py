@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from cctrnet.cli.common import add_device_argument, add_threads_argument, fail
+from cctrnet.inference.speed import MEMORY_FORMAT_CHOICES, PRECISION_CHOICES
 from cctrnet.postprocessing import UNPROCESSED_SUBFOLDER
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -53,10 +54,46 @@ def build_parser() -> argparse.ArgumentParser:
                         help="registration-only baseline: propagate the label of the labeled training case chosen "
                              "by BRS to each image (no network; the labeled cases are the preprocessed training "
                              "cases of -d chosen as for --labeled N --seed S, or those of -m's run)")
+    parser.add_argument("-num_parts", type=int, default=1, metavar="N",
+                        help="split the cases into N parts (sorted by case id, dealt out in turn) and predict one "
+                             "(default: 1, all cases); run the parts on any machines into the same OUTPUT")
+    parser.add_argument("-part_id", type=int, default=0, metavar="I",
+                        help="which part this command predicts, 0 ... N-1 (default: 0)")
+    parser.add_argument("--num-gpus", type=int, default=1, metavar="G",
+                        help="worker processes on this machine, each with its own GPU (on a machine without one: "
+                             "processes sharing the free CPU cores); they split this command's cases (default: 1)")
     add_device_argument(parser, "where the networks run")
+    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
+                        help="autocast precision: auto = bfloat16 on CUDA GPUs that support it, else float16 on "
+                             "CUDA; float32 (no autocast) on CPU (default: auto)")
+    parser.add_argument("--memory-format", default="auto", choices=MEMORY_FORMAT_CHOICES,
+                        help="tensor layout: auto = channels_last on CUDA, contiguous on CPU (default: auto)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the networks (slow first batches; pays off for large folders)")
     add_threads_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+# options the worker processes of --num-gpus are given by the parent itself (cctrnet/inference/workers.py)
+_SET_PER_WORKER = ("num_parts", "part_id", "num_gpus", "device", "threads", "quiet", "help")
+
+
+def worker_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The command line that repeats ``args`` (every option that differs from its default), for a worker."""
+    argv: list[str] = []
+    for action in parser._actions:
+        if action.dest in _SET_PER_WORKER or not action.option_strings:
+            continue
+        value = getattr(args, action.dest)
+        if value == action.default:
+            continue
+        option = max(action.option_strings, key=len)
+        if isinstance(action, argparse._StoreTrueAction):
+            argv.append(option)
+        else:
+            argv += [option, str(value)]
+    return argv
 
 
 def _print_report(report, output: Path) -> None:
@@ -72,7 +109,8 @@ def _print_report(report, output: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     input_folder, output_folder = Path(args.input), Path(args.output)
     if not input_folder.is_dir():
         return fail(f"{input_folder}: input folder does not exist", EXIT_USAGE)
@@ -80,6 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("-o must differ from -i: predictions would mix with the images", EXIT_USAGE)
     if args.batch_size < 1 or not 0 < args.step_size <= 1:
         return fail("--batch-size must be at least 1 and --step-size in (0, 1]", EXIT_USAGE)
+    from cctrnet.inference.parts import CasePart
+
+    try:
+        part = CasePart(args.num_parts, args.part_id)
+    except ValueError as error:
+        return fail(str(error), EXIT_USAGE)
+    if args.num_gpus < 1:
+        return fail(f"--num-gpus must be at least 1, got {args.num_gpus}", EXIT_USAGE)
     from cctrnet.dataset.image_io import SUPPORTED_FILE_ENDINGS
     from cctrnet.inference.input_cases import image_files
 
@@ -87,8 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"{input_folder.resolve()}: no image to predict in this folder (files ending in "
                     f"{', '.join(SUPPORTED_FILE_ENDINGS)})", EXIT_USAGE)
 
+    if args.num_gpus > 1:
+        return _main_workers(parser, args, part)
     if args.reg_only:  # the registration engine sets its own thread count per process
-        return _main_registration_only(args, input_folder, output_folder)
+        return _main_registration_only(args, input_folder, output_folder, part)
     from cctrnet.utilities.cpu_threads import apply_cpu_threads
 
     try:
@@ -100,23 +148,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cctrnet.inference.model_folder import ModelFolderError, find_model_folder
     from cctrnet.inference.predictor import Predictor
     from cctrnet.inference.sliding_window import SlidingWindowSettings
+    from cctrnet.inference.speed import DeviceSpeedSettings
 
     try:
         model = find_model_folder(paths.results_folder(), args.dataset, args.trainer, args.labeled, args.seed,
                                   args.model_folder)
         settings = SlidingWindowSettings(step_fraction=args.step_size, mirroring=not args.disable_tta,
-                                         patches_per_batch=args.batch_size)
+                                         patches_per_batch=args.batch_size,
+                                         speed=DeviceSpeedSettings(args.precision, args.memory_format, args.compile))
         predictor = Predictor.from_model_folder(model, args.device, args.checkpoint, settings,
                                                 postprocessing=not args.no_postprocessing)
     except (ModelFolderError, RuntimeError, ValueError) as error:
         return fail(str(error), EXIT_USAGE)
     print(f"model {model.describe()}: checkpoint {args.checkpoint}, branches {', '.join(model.branch_names)}, "
-          f"device {predictor.device}, mirroring {'off' if args.disable_tta else 'on'}")
+          f"device {predictor.device} ({predictor.speed.describe()}), mirroring {'off' if args.disable_tta else 'on'}"
+          + ("" if part.is_whole else f", {part.describe()}"))
     print(_postprocessing_line(args, model, predictor.postprocessing))
     unprocessed = output_folder / UNPROCESSED_SUBFOLDER if args.save_without_postprocessing else None
     report = predictor.predict_folder(input_folder, output_folder, args.save_probabilities,
                                       overwrite=not args.continue_prediction, progress=not args.quiet,
-                                      unprocessed_folder=unprocessed)
+                                      unprocessed_folder=unprocessed, part=part)
     _print_report(report, output_folder)
     return EXIT_PROBLEMS if report.problems else EXIT_OK
 
@@ -133,13 +184,23 @@ def _postprocessing_line(args: argparse.Namespace, model, plan) -> str:
     return f"post-processing: {plan.describe(names)} ({model.path / POSTPROCESSING_FILE})"
 
 
-def _main_registration_only(args: argparse.Namespace, input_folder: Path, output_folder: Path) -> int:
+def _main_workers(parser: argparse.ArgumentParser, args: argparse.Namespace, part) -> int:
+    from cctrnet.inference.workers import plan_workers, run_workers
+
+    try:
+        plans = plan_workers(part, args.num_gpus, args.device, args.threads)
+    except ValueError as error:
+        return fail(str(error), EXIT_USAGE)
+    return run_workers(plans, worker_arguments(parser, args))
+
+
+def _main_registration_only(args: argparse.Namespace, input_folder: Path, output_folder: Path, part) -> int:
     from cctrnet.inference.registration_only import RegistrationOnlyError, predict_folder_by_registration
 
     try:
         report = predict_folder_by_registration(input_folder, output_folder, args.dataset, args.labeled,
                                                 args.model_folder, args.seed, progress=not args.quiet,
-                                                overwrite=not args.continue_prediction)
+                                                overwrite=not args.continue_prediction, part=part)
     except (RegistrationOnlyError, OSError) as error:
         return fail(str(error), EXIT_USAGE)
     _print_report(report, output_folder)

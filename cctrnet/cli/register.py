@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: torch; affine_bspline always uses simpleitk, affine_deformable torch)")
     parser.add_argument("-np", "--num-processes", type=int, default=1, help="parallel pair jobs on this machine (default: 1)")
     parser.add_argument("--dask-scheduler", default=None, metavar="tcp://host:port",
-                        help="submit the pair jobs to this running Dask scheduler (workers must see the preprocessed folder)")
+                        help="submit the pair jobs (torch engine: batches) to this running Dask scheduler (workers "
+                        "must see the preprocessed folder); 'local': a local Dask cluster of -np worker processes")
     parser.add_argument("--labeled-cases", nargs="+", default=None, metavar="CASE",
                         help="labeled case ids (default: every case with a label is a candidate)")
     parser.add_argument("-c", "--configuration", default="2d", help="preprocessed configuration folder (default: 2d)")
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from cctrnet.dataset.raw_dataset import DatasetNotFoundError, find_dataset_folder
     from cctrnet.paths import preprocessed_folder
+    from cctrnet.registration.runner import PairsNotComputed
     from cctrnet.registration.stage import run_registration_stage
 
     try:
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             num_processes=args.num_processes, dask_scheduler=args.dask_scheduler, configuration=args.configuration,
             retry_failed=args.retry_failed,
         )
-    except (FileNotFoundError, ValueError, ImportError) as error:
+    except (FileNotFoundError, ValueError, ImportError, PairsNotComputed) as error:
         print(f"cctr_register: {error}", file=sys.stderr)
         return 1
     return 1 if summary.failed_pairs and summary.num_pairs_needed == len(summary.failed_pairs) else 0

@@ -56,17 +56,19 @@ def export_prediction(probabilities_czyx: np.ndarray, properties: dict[str, Any]
     """Write the label map (and optionally the probabilities) of one case on its raw grid; returns the labels.
 
     ``postprocessing`` is applied to the label map before it is written; ``unprocessed_file`` also receives
-    the label map as it was before (the same map when there is no post-processing).
+    the label map as it was before (the same map when there is no post-processing). The label map is written
+    last, so a case whose label map exists has all its files.
     """
     raw_probabilities = probabilities_to_raw(probabilities_czyx, properties)
     raw_geometry = Geometry.from_dict(properties["geometry_raw"])
     segmentation = segmentation_from_probabilities(raw_probabilities, label_values)
     if unprocessed_file is not None:
         write_image(segmentation, raw_geometry, unprocessed_file)
-    if postprocessing is not None:
-        segmentation = postprocessing.apply(segmentation)
-    write_image(segmentation, raw_geometry, output_file)
     if with_probabilities:
         probabilities_file = probabilities_path_for(output_file, file_ending)
         save_probabilities(raw_probabilities, raw_geometry, label_values, probabilities_file)
+    if postprocessing is not None:
+        segmentation = postprocessing.apply(segmentation)
+    # the label map last: when it exists, the case's other files do too (--continue, cctrnet/inference/parts.py)
+    write_image(segmentation, raw_geometry, output_file)
     return segmentation

@@ -17,9 +17,10 @@ import numpy as np
 
 from cctrnet.dataset.geometry import Geometry
 from cctrnet.dataset.image_io import ImageReadError, read_case_images
-from cctrnet.inference.export import export_prediction
+from cctrnet.inference.export import export_prediction, probabilities_path_for
 from cctrnet.inference.input_cases import InputCase, list_input_cases
 from cctrnet.inference.model_folder import ModelFolder
+from cctrnet.inference.parts import CasePart, case_is_complete, remove_stale_temporaries
 from cctrnet.inference.sliding_window import BranchEnsemble, SlidingWindowSettings, predict_volume
 from cctrnet.postprocessing.plan import PostprocessingPlan, load_postprocessing
 from cctrnet.preprocessing.preprocessor import preprocess_arrays
@@ -37,11 +38,13 @@ class FolderPredictionReport:
 
 def predict_each_case(cases: Sequence[InputCase], output_folder: str | os.PathLike, file_ending: str,
                       predict_one: Callable[[Sequence[Path], Path], Any], overwrite: bool = True,
-                      progress: bool = True) -> FolderPredictionReport:
+                      progress: bool = True,
+                      companion_files: Callable[[Path], Sequence[Path]] | None = None) -> FolderPredictionReport:
     """Run ``predict_one(image_files, output_file)`` per case, writing ``{case}{file_ending}``.
 
     A case whose input cannot be read or processed (ImageReadError, ValueError) is reported and skipped,
-    so the other cases are still predicted.
+    so the other cases are still predicted. With ``overwrite=False`` (``--continue``) a case is kept when it
+    is complete: its label map and every ``companion_files(label_map)`` exist (cctrnet/inference/parts.py).
     """
     from tqdm import tqdm
 
@@ -52,9 +55,13 @@ def predict_each_case(cases: Sequence[InputCase], output_folder: str | os.PathLi
     report = FolderPredictionReport()
     for case in tqdm(cases, desc="predict", unit="case", **quiet_bar_options(progress)):
         output_file = output_folder / f"{case.case_id}{file_ending}"
-        if not overwrite and output_file.exists():
-            report.already_done.append(case.case_id)
-            continue
+        required = [output_file, *(companion_files(output_file) if companion_files else [])]
+        if not overwrite:
+            if case_is_complete(required):
+                report.already_done.append(case.case_id)
+                continue
+            for path in required:  # what a killed run of this case left; no other process owns this case
+                remove_stale_temporaries(path)
         started = time.perf_counter()
         try:
             predict_one(case.image_files, output_file)
@@ -64,6 +71,19 @@ def predict_each_case(cases: Sequence[InputCase], output_folder: str | os.PathLi
         report.predicted.append(case.case_id)
         report.seconds_per_case[case.case_id] = time.perf_counter() - started
     return report
+
+
+def cases_of_part(input_folder: str | os.PathLike, num_channels: int, part: CasePart | None
+                  ) -> tuple[list[InputCase], list[str]]:
+    """The input cases of ``part`` (all for None) and the listing problems.
+
+    A listing problem concerns a case that is not listed, so it belongs to no part by the rule; part 0
+    reports it, so each problem is reported (and sets the exit status) once over the parts.
+    """
+    cases, problems = list_input_cases(input_folder, num_channels)
+    if part is None or part.is_whole:
+        return cases, problems
+    return part.select(cases), problems if part.part_id == 0 else []
 
 
 class Predictor:
@@ -79,7 +99,8 @@ class Predictor:
         self.model = model
         self.device = torch.device(device)
         self.settings = settings or SlidingWindowSettings()
-        self.ensemble = BranchEnsemble(networks)
+        self.speed = self.settings.speed.resolve(self.device)  # raises ValueError for a choice the device lacks
+        self.ensemble = BranchEnsemble([self.speed.prepare_network(network) for network in networks])
         self.postprocessing = postprocessing
 
     @classmethod
@@ -124,6 +145,12 @@ class Predictor:
         return export_prediction(probabilities, properties, self.model.label_values, output_file,
                                  self.model.file_ending, with_probabilities, self.postprocessing, unprocessed_file)
 
+    def companion_files(self, output_file: Path, with_probabilities: bool,
+                        unprocessed_folder: str | os.PathLike | None) -> list[Path]:
+        """The files written with a case's label map, which a complete case must have."""
+        files = [probabilities_path_for(output_file, self.model.file_ending)] if with_probabilities else []
+        return files + ([Path(unprocessed_folder) / output_file.name] if unprocessed_folder is not None else [])
+
     def predict_cases(self, cases: Sequence[InputCase], output_folder: str | os.PathLike,
                       with_probabilities: bool = False, overwrite: bool = True, progress: bool = True,
                       unprocessed_folder: str | os.PathLike | None = None) -> FolderPredictionReport:
@@ -135,13 +162,16 @@ class Predictor:
             unprocessed = None if unprocessed_folder is None else Path(unprocessed_folder) / output_file.name
             self.predict_case(image_files, output_file, with_probabilities, progress, unprocessed)
 
-        return predict_each_case(cases, output_folder, self.model.file_ending, predict_one, overwrite, progress)
+        return predict_each_case(cases, output_folder, self.model.file_ending, predict_one, overwrite, progress,
+                                 lambda output_file: self.companion_files(output_file, with_probabilities,
+                                                                          unprocessed_folder))
 
     def predict_folder(self, input_folder: str | os.PathLike, output_folder: str | os.PathLike,
                        with_probabilities: bool = False, overwrite: bool = True, progress: bool = True,
-                       unprocessed_folder: str | os.PathLike | None = None) -> FolderPredictionReport:
-        """Predict every case of ``input_folder`` into ``output_folder`` as ``{case}{file_ending}``."""
-        cases, listing_problems = list_input_cases(input_folder, self.model.num_input_channels)
+                       unprocessed_folder: str | os.PathLike | None = None,
+                       part: CasePart | None = None) -> FolderPredictionReport:
+        """Predict the cases of ``input_folder`` (``part``'s share, default all) as ``{case}{file_ending}``."""
+        cases, listing_problems = cases_of_part(input_folder, self.model.num_input_channels, part)
         report = self.predict_cases(cases, output_folder, with_probabilities, overwrite, progress, unprocessed_folder)
         report.problems = listing_problems + report.problems
         return report

@@ -17,8 +17,8 @@ import numpy as np
 
 from cctrnet.dataset.geometry import Geometry
 from cctrnet.dataset.image_io import read_case_images, write_image
-from cctrnet.inference.input_cases import list_input_cases
-from cctrnet.inference.predictor import FolderPredictionReport, predict_each_case
+from cctrnet.inference.parts import CasePart
+from cctrnet.inference.predictor import FolderPredictionReport, cases_of_part, predict_each_case
 from cctrnet.preprocessing.preprocessor import preprocess_arrays
 from cctrnet.preprocessing.revert import label_to_raw
 from cctrnet.registration.brs import mutual_information, select_labeled
@@ -139,9 +139,11 @@ class RegistrationOnlyPredictor:
         return label
 
     def predict_folder(self, input_folder: str | os.PathLike, output_folder: str | os.PathLike,
-                       overwrite: bool = True, progress: bool = True) -> FolderPredictionReport:
+                       overwrite: bool = True, progress: bool = True,
+                       part: CasePart | None = None) -> FolderPredictionReport:
+        """``part``'s share of the input cases (default all), as ``Predictor.predict_folder``."""
         num_channels = len(self.configuration["normalization"])
-        cases, problems = list_input_cases(input_folder, num_channels)
+        cases, problems = cases_of_part(input_folder, num_channels, part)
         report = predict_each_case(cases, output_folder, self.file_ending, self.predict_case, overwrite, progress)
         report.problems = problems + report.problems
         return report
@@ -164,7 +166,7 @@ def load_atlases(data_folder: Path, case_ids: Sequence[str], channel: int = 0) -
 def predict_folder_by_registration(input_folder: Path, output_folder: Path, dataset: str | None,
                                    labeled: str | None, model_folder: str | None = None, seed: int | None = None,
                                    progress: bool = True, overwrite: bool = True,
-                                   method: str = "affine") -> FolderPredictionReport:
+                                   method: str = "affine", part: CasePart | None = None) -> FolderPredictionReport:
     """``cctr_predict --reg-only``: find the preprocessed dataset and its labeled set, then predict a folder."""
     from cctrnet import paths
     from cctrnet.dataset.labeled_selection import select_labeled_cases
@@ -213,7 +215,7 @@ def predict_folder_by_registration(input_folder: Path, output_folder: Path, data
     predictor = RegistrationOnlyPredictor(configuration, sorted(dataset_json["labels"].values()),
                                           load_atlases(data_folder, chosen, settings.channel),
                                           dataset_json["file_ending"], method, settings)
-    return predictor.predict_folder(input_folder, output_folder, overwrite, progress)
+    return predictor.predict_folder(input_folder, output_folder, overwrite, progress, part)
 
 
 def _find_preprocessed_dataset(root: Path, dataset: str | None) -> Path:

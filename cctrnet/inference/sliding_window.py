@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from cctrnet.inference.speed import DeviceSpeedSettings
 
 # (b, c, y, x) input -> (b, classes, y, x) class probabilities, both torch tensors
 ProbabilityFunction = Callable[[Any], Any]
@@ -28,7 +30,8 @@ class SlidingWindowSettings:
     gaussian_sigma_fraction: float = 1.0 / 8.0  # sigma of the importance map as a fraction of the patch size
     mirroring: bool = True  # test-time augmentation: mirror y, x and both
     patches_per_batch: int = 16  # patches (of any slices) per forward pass
-    mixed_precision: bool = True  # float16 autocast on CUDA; ignored on CPU
+    # autocast precision, channels-last, torch.compile; the defaults (auto) are off on CPU (cctrnet/inference/speed.py)
+    speed: DeviceSpeedSettings = field(default_factory=DeviceSpeedSettings)
 
     def __post_init__(self) -> None:
         if not 0 < self.step_fraction <= 1:
@@ -106,7 +109,10 @@ def predict_volume(data_czyx: np.ndarray, probability_fn: ProbabilityFunction, p
     _, num_slices, size_y, size_x = data_czyx.shape
     (pad_y0, pad_y1), (pad_x0, pad_x1) = _pad_amounts((size_y, size_x), (patch_y, patch_x))
 
-    data = torch.as_tensor(np.ascontiguousarray(data_czyx), dtype=torch.float32, device=device)
+    speed = settings.speed.resolve(device)
+    data = torch.from_numpy(np.ascontiguousarray(data_czyx, dtype=np.float32))
+    if device.type == "cuda":  # pinned host memory: the copy runs asynchronously, ordered on the stream
+        data = data.pin_memory().to(device, non_blocking=True)
     if pad_y0 + pad_y1 + pad_x0 + pad_x1:
         data = torch.nn.functional.pad(data, (pad_x0, pad_x1, pad_y0, pad_y1))
     padded_y, padded_x = data.shape[-2:]
@@ -122,12 +128,13 @@ def predict_volume(data_czyx: np.ndarray, probability_fn: ProbabilityFunction, p
 
     tiles = [(z, y0, x0) for z in range(num_slices) for y0 in starts_y for x0 in starts_x]
     batches = [tiles[i:i + settings.patches_per_batch] for i in range(0, len(tiles), settings.patches_per_batch)]
-    use_amp = settings.mixed_precision and device.type == "cuda"
+    autocast_dtype = speed.autocast_dtype
     with torch.inference_mode():
         for batch_tiles in tqdm(batches, desc=description, leave=False, unit="batch",
                                 **quiet_bar_options(progress, nested=True)):
-            batch = torch.stack([data[:, z, y0:y0 + patch_y, x0:x0 + patch_x] for z, y0, x0 in batch_tiles])
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            batch = speed.prepare_batch(
+                torch.stack([data[:, z, y0:y0 + patch_y, x0:x0 + patch_x] for z, y0, x0 in batch_tiles]))
+            with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 probabilities = predict_with_mirroring(probability_fn, batch, settings.mirroring)
             if probabilities.shape[1] != num_classes:
                 raise ValueError(f"the network predicts {probabilities.shape[1]} classes, expected {num_classes}")

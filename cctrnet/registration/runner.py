@@ -2,12 +2,20 @@
 
 Every finished pair is written at once, so a killed run loses only the pairs in flight. Before the work
 starts the number of pairs is printed, and after the first few an estimate of the remaining time.
+
+On Dask, results are written by this (the client) process as they arrive, so a worker that dies loses only
+its task in flight; Dask first retries such a task on another worker (``distributed.scheduler.allowed-failures``),
+and a task that still loses its worker leaves its pairs without a record (not "failed": the pair did nothing
+wrong) and ends the run with ``PairsNotComputed`` after every other pair is stored, so the next run computes
+exactly those. ``dask_scheduler="local"`` starts a ``LocalCluster`` of ``num_processes`` worker processes here.
+Workers that advertise a ``GPU`` resource (``dask-worker ... --resources GPU=1``) run one batch at a time each.
 """
 from __future__ import annotations
 
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -19,6 +27,12 @@ from cctrnet.registration.settings import AFFINE_BASED_METHODS, RegistrationSett
 from cctrnet.utilities.progress_bars import quiet_bar_options
 
 _PAIRS_BEFORE_ESTIMATE = 3
+LOCAL_CLUSTER = "local"  # dask_scheduler value: an in-process LocalCluster of num_processes workers
+GPU_RESOURCE = "GPU"  # the Dask worker resource that marks one GPU (dask-worker --resources GPU=1)
+
+
+class PairsNotComputed(RuntimeError):
+    """Pairs whose Dask worker died: no record was written, so the next run computes them."""
 
 
 def compute_pair_job(data_folder: str, moving: str, fixed: str, method: str, settings_dict: dict[str, Any]) -> PairResult:
@@ -61,18 +75,26 @@ def compute_missing_pairs(
     if not todo:
         return []
     affine_folder = str(affine_store.folder) if affine_store is not None else None
+    lost: list[tuple[tuple[str, str], str]] = []  # pairs whose Dask worker died, with the error
     if engine == "torch" and dask_scheduler:
-        outcomes = _dask_batches(data_folder, todo, method, settings, dask_scheduler, affine_folder)
+        outcomes = _dask_batches(data_folder, todo, method, settings, dask_scheduler, affine_folder, num_processes,
+                                 lost)
     elif engine == "torch":
         outcomes = _torch_batches(data_folder, todo, method, settings, _torch_threads(num_processes), affine_folder)
     elif dask_scheduler:
-        outcomes = _dask(data_folder, todo, method, settings, dask_scheduler)
+        outcomes = _dask(data_folder, todo, method, settings, dask_scheduler, num_processes, lost)
     elif num_processes > 1:
         outcomes = _processes(data_folder, todo, method, settings, num_processes)
     else:
         outcomes = (compute_pair_job(str(data_folder), m, f, method, settings.to_dict()) for m, f in todo)
     batch_size = settings.torch_batch_size if engine == "torch" else max(1, num_processes)
-    return _save_with_progress(outcomes, store, len(todo), batch_size)
+    results = _save_with_progress(outcomes, store, len(todo), batch_size)
+    if lost:
+        raise PairsNotComputed(
+            f"{len(lost)} of {len(todo)} {method} pair(s) not computed: their Dask worker died ({lost[0][1]}); "
+            f"the {len(results)} finished pair(s) are stored in {store.folder}; run the same command again to "
+            "compute the rest")
+    return results
 
 
 def _save_with_progress(outcomes: Iterable[PairResult], store: PairStore, total: int, batch_size: int = 1
@@ -117,28 +139,72 @@ def _processes(data_folder: Path, todo: Sequence[tuple[str, str]], method: str, 
 
 
 def _dask(data_folder: Path, todo: Sequence[tuple[str, str]], method: str, settings: RegistrationSettings,
-          scheduler: str) -> Iterator[PairResult]:
-    """Submit the SimpleITK pair jobs to an existing Dask scheduler (workers must see ``data_folder``)."""
+          scheduler: str, num_processes: int, lost: list) -> Iterator[PairResult]:
+    """Submit the SimpleITK pair jobs to a Dask scheduler (workers must see ``data_folder``)."""
     calls = [(str(data_folder), m, f, method, settings.to_dict()) for m, f in todo]
-    for pair, (result, error) in _on_dask(scheduler, compute_pair_job, calls, todo):
-        yield result if error is None else _worker_failure(pair, method, "simpleitk", error)
+    for pair, (result, error) in _on_dask(scheduler, compute_pair_job, calls, todo, num_processes):
+        if error is None:
+            yield result
+        elif _worker_lost(error):
+            lost.append((pair, f"{type(error).__name__}: {error}"))
+        else:
+            yield _worker_failure(pair, method, "simpleitk", error)
 
 
-def _on_dask(scheduler: str, function: Any, calls: Sequence[tuple], items: Sequence[Any]) -> Iterator[tuple[Any, tuple]]:
-    """(item, (result, None) or (None, error)) for each ``function(*call)`` run on the cluster, as they finish."""
+def _on_dask(scheduler: str, function: Any, calls: Sequence[tuple], items: Sequence[Any], num_processes: int = 1,
+             one_per_gpu: bool = False) -> Iterator[tuple[Any, tuple]]:
+    """(item, (result, None) or (None, error)) for each ``function(*call)`` run on the cluster, as they finish.
+
+    ``one_per_gpu``: where the workers advertise a ``GPU`` resource, each task holds one GPU while it runs.
+    """
     try:
         from distributed import Client
         from distributed import as_completed as dask_as_completed
     except ImportError as error:
         raise ImportError('--dask-scheduler needs dask.distributed: pip install "dask[distributed]"') from error
-    with Client(scheduler, timeout=30) as client:
-        futures = [client.submit(function, *call, pure=False) for call in calls]
+    with _dask_client(Client, scheduler, num_processes) as client:
+        resources = {GPU_RESOURCE: 1} if one_per_gpu and _workers_have_gpus(client) else None
+        futures = [client.submit(function, *call, pure=False, resources=resources) for call in calls]
         keys = {future.key: item for future, item in zip(futures, items)}
         for future in dask_as_completed(futures):
             try:
                 yield keys[future.key], (future.result(), None)
             except Exception as error:  # a crashed worker fails its pairs, not the run
                 yield keys[future.key], (None, error)
+
+
+@contextmanager
+def _dask_client(client_class: Any, scheduler: str, num_processes: int) -> Iterator[Any]:
+    if scheduler != LOCAL_CLUSTER:
+        with client_class(scheduler, timeout=30) as client:
+            yield client
+        return
+    from distributed import LocalCluster
+
+    print(f"[cctrnet] registration: a local Dask cluster of {num_processes} worker process(es)", file=sys.stderr)
+    with LocalCluster(n_workers=num_processes, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with client_class(cluster) as client:
+            yield client
+
+
+def _workers_have_gpus(client: Any) -> bool:
+    workers = client.scheduler_info().get("workers", {})
+    return any(GPU_RESOURCE in (info.get("resources") or {}) for info in workers.values())
+
+
+def _worker_lost(error: BaseException) -> bool:
+    """Whether a task's error means its worker died (not that the pair failed)."""
+    lost_types: list[type] = []
+    try:
+        from distributed import KilledWorker
+        from distributed.comm.core import CommClosedError
+
+        lost_types += [KilledWorker, CommClosedError]
+    except ImportError:
+        pass
+    from concurrent.futures import CancelledError
+
+    return isinstance(error, (*lost_types, CancelledError))
 
 
 def _worker_failure(pair: tuple[str, str], method: str, engine: str, error: Exception) -> PairResult:
@@ -248,12 +314,18 @@ def _torch_batches(data_folder: Path, todo: Sequence[tuple[str, str]], method: s
 
 
 def _dask_batches(data_folder: Path, todo: Sequence[tuple[str, str]], method: str, settings: RegistrationSettings,
-                  scheduler: str, affine_folder: str | None) -> Iterator[PairResult]:
-    """Batches of the torch engine as Dask tasks (workers must see ``data_folder``); one task, one batch."""
+                  scheduler: str, affine_folder: str | None, num_processes: int, lost: list) -> Iterator[PairResult]:
+    """Batches of the torch engine as Dask tasks (workers must see ``data_folder``); one task, one batch.
+
+    A worker with a GPU registers on it (its ``CUDA_VISIBLE_DEVICES`` decides which), one thread otherwise.
+    """
     batches = _batches_by_fixed(todo, settings.torch_batch_size)
     calls = [(str(data_folder), chunk, method, settings.to_dict(), affine_folder, 1) for chunk in batches]
-    for chunk, (results, error) in _on_dask(scheduler, compute_batch_job, calls, batches):
+    for chunk, (results, error) in _on_dask(scheduler, compute_batch_job, calls, batches, num_processes,
+                                            one_per_gpu=True):
         if error is None:
             yield from results
+        elif _worker_lost(error):
+            lost.extend((pair, f"{type(error).__name__}: {error}") for pair in chunk)
         else:
             yield from (_worker_failure(pair, method, "torch", error) for pair in chunk)
