@@ -123,17 +123,20 @@ def cases_section(sources: ReportSources) -> tuple[str, list[str]]:
 
 
 def registration_section(sources: ReportSources) -> tuple[str, list[str]]:
-    report = sources.registration_report
-    if report is None:
+    folder = sources.registration_folder
+    if folder is None or not folder.is_dir():
         return "", []  # named by the sources reader
+    report = sources.registration_report or {"methods": {}, "choices": _read_choices(folder)}
+    html = ""
     rows = []
     for method, values in report.get("methods", {}).items():
         quality = values.get("quality") or {}
         rows.append([escape(method), values.get("num_pairs"), values.get("num_failed"),
                      values.get("seconds_per_pair_median"), values.get("registered_label_dice_mean"),
                      quality.get("folded_fraction_max"), quality.get("inverse_consistency_mm_p95_median")])
-    html = table(["method", "pairs", "failed", "s / pair (median)", "registered-label Dice (mean)",
-                  "folded fraction (max)", "inverse consistency mm p95 (median)"], rows)
+    if rows:
+        html += table(["method", "pairs", "failed", "s / pair (median)", "registered-label Dice (mean)",
+                       "folded fraction (max)", "inverse consistency mm p95 (median)"], rows)
     for key, choice in (report.get("choices") or {}).items():
         if isinstance(choice, dict):
             html += (f"<p>--registration auto for {escape(key)}: <b>{escape(str(choice.get('method')))}</b> "
@@ -145,27 +148,44 @@ def registration_section(sources: ReportSources) -> tuple[str, list[str]]:
         html += "<h3>Failed pairs</h3>" + table(["method", "moving", "fixed", "reason"], shown)
         if len(failures) > MAX_FAILURE_ROWS:
             html += f"<p>… and {len(failures) - MAX_FAILURE_ROWS} more (registration_report.json)</p>"
-    else:
+    elif rows:
         html += "<p>No failed pair.</p>"
+    method = _shown_method(report) if report.get("methods") or report.get("choices") else _stored_method(folder)
     dice_rows = [[escape(case), escape(v["labeled"]), v["dice"], "yes" if v.get("leave_one_out") else ""]
-                 for method, values in report.get("methods", {}).items() if method == _shown_method(report)
-                 for case, v in sorted(values.get("registered_label_dice", {}).items())]
+                 for case, v in sorted(report.get("methods", {}).get(method, {}).get("registered_label_dice", {}).items())]
     if dice_rows:
         candidates = len(report.get("labeled_cases", []))
-        html += (f"<h3>Registered labels ({escape(_shown_method(report))}): Dice of the BRS-selected label per case, "
-                 f"with the report's {candidates} labeled candidate(s)</h3>" + table(["case", "label from", "Dice", "leave-one-out"], dice_rows, sortable=True))
-    png = sources.registration_folder / "registration_report.png"
+        html += (f"<h3>Registered labels ({escape(method)}): Dice of the BRS-selected label per case, "
+                 f"with the report's {candidates} labeled candidate(s)</h3>" + table(
+                     ["case", "label from", "Dice", "leave-one-out"], dice_rows, sortable=True))
+    png = folder / "registration_report.png"
     if png.is_file():
         html += f"<img class='wide' src='{figures.file_uri(png)}' alt='registration report'>"
-    examples, missing = _registered_examples(sources, _shown_method(report))
+    examples, missing = _registered_examples(sources, method) if method else ("", [])
     return html + examples, missing
+
+
+def _read_choices(folder: Path) -> dict[str, Any]:
+    from cctrnet.registration.method_choice import load_choices
+
+    try:
+        return load_choices(folder)
+    except (OSError, ValueError):
+        return {}
+
+
+def _stored_method(folder: Path) -> str | None:
+    for method in ("affine_deformable", "affine", "affine_bspline"):
+        if (folder / method / "registered_labels").is_dir():
+            return method
+    return None
 
 
 def _shown_method(report: dict[str, Any]) -> str:
     methods = list(report.get("methods", {}))
     chosen = [c.get("method") for c in (report.get("choices") or {}).values() if isinstance(c, dict)]
     for method in chosen + methods:
-        if method in methods:
+        if method in methods or not methods:
             return method
     return methods[0] if methods else "affine"
 

@@ -100,8 +100,8 @@ def read_sources(model_folder: Path, evaluation_summary: Path | None = None) -> 
         if report_path.is_file():
             sources.registration_report = _read_json(report_path, "registration report", missing)
         else:
-            missing.append(f"registration report: {report_path} does not exist (no registration was computed; "
-                           "cctr_register writes it)")
+            missing.append(f"registration report: {report_path} does not exist (cctr_plan_and_preprocess and "
+                           f"cctr_register -d {dataset_name} write it; training registers its pairs without it)")
         sources.suggestion = _read_json(registration / "suggested_labels.json", "label suggestion", missing,
                                         required=False)
     evaluation = Path(evaluation_summary) if evaluation_summary is not None else folder / "validation" / "summary.json"
