@@ -39,6 +39,8 @@ setup(
             "cctr_predict=cctrnet.cli.predict:main",
             "cctr_determine_postprocessing=cctrnet.cli.determine_postprocessing:main",
             "cctr_evaluate=cctrnet.cli.evaluate:main",
+            "cctr_suggest_labels=cctrnet.cli.suggest_labels:main",
+            "cctr_report=cctrnet.cli.report:main",
         ]
     },
 )

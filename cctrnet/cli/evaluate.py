@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(default) or NaN, left out of means",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-m", "--model-folder", default=None, metavar="FOLDER",
+                        help="the model that made the predictions: also write PRED/report.html (cctr_report) with "
+                             "these metrics")
     return parser
 
 
@@ -102,6 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(summary_table(summary))
     print(f"{summary['num_cases_evaluated']} of {summary['num_reference_cases']} reference cases evaluated; "
           f"summary written to {summary['summary_file']}")
+    if args.model_folder:
+        from pathlib import Path
+
+        from cctrnet.report.page import write_report_safely
+
+        write_report_safely(Path(args.model_folder), Path(args.pred) / "report.html", Path(summary["summary_file"]))
     problems = summary["problems"]
     for line in format_problems(problems):
         print(f"problem: {line}", file=sys.stderr)

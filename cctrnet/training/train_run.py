@@ -138,6 +138,9 @@ def train(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: int | No
         from cctrnet.training.validation import validate_model
 
         validate_model(trainer.output_folder, trainer.setup.dataset_name, device_name, progress)
+    from cctrnet.report.page import write_report_safely
+
+    write_report_safely(trainer.output_folder)  # report.html, a view of the run: never fails it
     return trainer.output_folder
 
 
