@@ -13,7 +13,8 @@ from cctrnet import paths
 from cctrnet.training.config import TrainerConfig
 from cctrnet.training.run_record import FINAL, LATEST, RunRecord, keep_final_checkpoint, read_run_record, setting_differences
 from cctrnet.training.run_setup import RunSetup, RunSetupError, prepare_run, run_folder_name
-from cctrnet.training.validation import VALIDATION_SET, VALIDATION_SETS, check_evaluation_data, check_same_validation
+from cctrnet.training.validation import (VALIDATION_SET, VALIDATION_SETS, check_evaluation_data, check_same_validation,
+                                         validate_model)
 
 
 class TrainingRunError(RuntimeError):
@@ -103,7 +104,11 @@ def train(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: int | No
         setup = prepare_run(dataset, num_labeled, labeled_cases, seed, val_fraction, val_cases)
     except RunSetupError as error:
         raise TrainingRunError(str(error)) from None
-    print(f"[cctrnet] {setup.validation.describe()}")
+    if validate:  # fail before registration, training and an extension's moving of files, when the data is missing
+        try:
+            check_evaluation_data(setup.dataset_name, validation_set, setup.validation)
+        except ValueError as error:
+            raise TrainingRunError(str(error)) from None
     folder = model_folder_of(setup.dataset_name, trainer_name, len(setup.labeled_cases), seed)
     try:
         record = read_run_record(folder)
@@ -118,11 +123,6 @@ def train(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: int | No
         _check_new_run(folder, record, command)
         trainer = make_trainer(dataset, trainer_name, num_labeled, labeled_cases, seed, iterations, device_name,
                                overrides, folder, setup=setup)
-    if validate:  # fail before training (and before an extension moves files), when the data is missing
-        try:
-            check_evaluation_data(setup.dataset_name, validation_set, setup.validation)
-        except ValueError as error:
-            raise TrainingRunError(str(error)) from None
     if resume or extend_to is not None:
         checkpoint = folder / (LATEST if resume else FINAL)
         try:
@@ -154,8 +154,6 @@ def train(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: int | No
     print(f"finished; data loading took {trainer.data_wait_share():.1%} of the time; model in {trainer.output_folder}")
     _determine_postprocessing(trainer.output_folder)
     if validate:
-        from cctrnet.training.validation import validate_model
-
         validate_model(trainer.output_folder, trainer.setup.dataset_name, device_name, progress, validation_set)
     return trainer.output_folder
 
