@@ -122,15 +122,16 @@ def test_cross_teaching_refuses_a_run_without_unlabeled_cases(tiny_dataset, tmp_
                      output_folder=tmp_path / "x")
 
 
-def test_val_predicts_and_evaluates_the_test_cases(tiny_dataset, tmp_path):
+def test_val_set_test_predicts_and_evaluates_the_test_cases(tiny_dataset, tmp_path):
     from cctrnet.training.train_run import train
     from cctrnet.utilities.file_io import load_json
 
     folder = train("7", "LabeledOnlyTrainer", num_labeled=2, iterations=2, device_name="cpu",
-                   overrides=FAST, progress=False, validate=True)
-    summary = load_json(folder / "validation" / "summary.json")
+                   overrides=FAST, progress=False, validate=True, validation_set="test")
+    summary = load_json(folder / "test" / "summary.json")
     assert summary["mean"]["dice_percent"] == summary["mean"]["dice_percent"]  # a number, not NaN
-    assert len(list((folder / "validation").glob("*.nii.gz"))) == 1  # the one test case
+    assert len(list((folder / "test").glob("*.nii.gz"))) == 1  # the one test case
+    assert not (folder / "validation").exists()  # test figures never land where validation ones go
     # the post-processing was decided at the end of training, from the training and registered labels only
     decision = load_json(folder / "postprocessing.json")
     assert decision["sources"]["labeled_cases"] == load_json(folder / "labeled_cases.json")["labeled"]
@@ -138,7 +139,7 @@ def test_val_predicts_and_evaluates_the_test_cases(tiny_dataset, tmp_path):
     # the registered labels of the 4 unlabeled cases are used when they exist, else the record says so
     registered = decision["sources"]["registered_labels"]
     assert registered["volumes"] == 4 or (registered["volumes"] == 0 and "no registration" in registered["not_used"])
-    before = load_json(folder / "validation" / "without_postprocessing" / "summary.json")
+    before = load_json(folder / "test" / "without_postprocessing" / "summary.json")
     assert before["num_cases_evaluated"] == 1
 
 

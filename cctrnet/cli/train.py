@@ -37,9 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
                               help="train a finished run on to N iterations in total: checkpoint_final.pth is kept "
                                    "as checkpoint_final_<iterations>.pth, the learning rate restarts at its initial "
                                    "value and decays to 0 at N, w_cps holds its maximum")
+    holdout = parser.add_mutually_exclusive_group()
+    holdout.add_argument("--val-fraction", type=float, default=None, metavar="F",
+                         help="hold out a seeded fraction F of the run's labeled cases (patients when dataset.json "
+                              "declares them; at least 3 needed) as the validation set; they are not trained on at "
+                              "all. Refused when the dataset has its own imagesVal, which is used by default")
+    holdout.add_argument("--val-cases", nargs="+", default=None, metavar="ID",
+                         help="hold out these labeled cases (or patients) as the validation set instead")
     parser.add_argument("--val", action="store_true",
-                        help="after training, predict imagesTs and evaluate against labelsTs "
-                             "(model folder/validation/summary.json)")
+                        help="after training, predict the validation cases (imagesVal, or the held-out ones) from "
+                             "their raw files and evaluate them (model folder/validation/summary.json)")
+    parser.add_argument("--val-set", choices=("validation", "test"), default="validation",
+                        help="with --val: 'test' evaluates imagesTs against labelsTs instead, into "
+                             "model folder/test/summary.json (default: %(default)s)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override trainer settings")
     parser.add_argument("--list-settings", action="store_true", help="print every setting with its default and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -59,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the dataset id or name is required")
     if args.extend_to is not None and args.iterations is not None:
         parser.error("--extend-to N sets the new length; leave out --iterations")
+    if args.val_set != "validation" and not args.val:
+        parser.error("--val-set chooses what --val evaluates; add --val")
     if args.extend_to is not None and args.extend_to < 1 or args.iterations is not None and args.iterations < 1:
         parser.error("--iterations and --extend-to need a positive number")
     try:
@@ -85,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train(args.dataset, trainer_name=args.trainer, num_labeled=args.labeled, labeled_cases=args.labeled_cases,
               seed=args.seed, iterations=args.iterations, device_name=args.device, resume=args.resume,
-              overrides=overrides, progress=not args.no_progress, validate=args.val, extend_to=args.extend_to)
+              overrides=overrides, progress=not args.no_progress, validate=args.val, extend_to=args.extend_to,
+              val_fraction=args.val_fraction, val_cases=args.val_cases, validation_set=args.val_set)
     except TrainingRunError as error:
         return fail(str(error))
     except TrainingStopped as stop:

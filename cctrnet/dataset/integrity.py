@@ -58,9 +58,6 @@ def layout_problems(dataset_folder: Path) -> tuple[list[str], dict | None]:
         folder = dataset_folder / sub
         if not folder.is_dir():
             continue
-        if sub == "imagesVal":  # the pipeline does not read validation cases; only their patients are checked
-            cases_per_folder[sub] = {m.group(1) for m in map(pattern.match, (p.name for p in folder.iterdir())) if m}
-            continue
         channels: dict[str, set[int]] = {}
         for path in sorted(folder.iterdir()):
             if path.name.startswith("."):
@@ -93,6 +90,11 @@ def layout_problems(dataset_folder: Path) -> tuple[list[str], dict | None]:
                     problems.append(f"{path}: label file does not end in {file_ending}")
                 elif path.name[: -len(file_ending)] not in channels:
                     problems.append(f"{path}: label without an image in {folder}")
+        if sub == "imagesVal":  # preprocessed as the validation set: each case needs its label
+            unlabeled = [case for case in sorted(channels) if not (labels_folder / f"{case}{file_ending}").exists()]
+            if unlabeled:
+                problems.append(f"{labels_folder}: validation case(s) {', '.join(unlabeled)} of {folder} have no "
+                                f"label file {{case}}{file_ending} (a validation case is evaluated against its label)")
         if sub == "imagesTr":
             if not channels:
                 problems.append(f"{folder}: no training images named {{case}}_0000{file_ending}")

@@ -6,6 +6,8 @@ Layout (nnU-Net v2 conventions)::
         dataset.json
         imagesTr/{case}_{channel:04d}{file_ending}
         labelsTr/{case}{file_ending}          # a case without a label file is unlabeled
+        imagesVal/{case}_{channel:04d}{file_ending}   # optional validation part (our extension)
+        labelsVal/{case}{file_ending}
         imagesTs/{case}_{channel:04d}{file_ending}
         labelsTs/{case}{file_ending}          # optional
 """
@@ -66,6 +68,10 @@ class RawDataset:
 
     def training_cases(self) -> list[RawCase]:
         return list_cases(self.folder / "imagesTr", self.folder / "labelsTr", self.file_ending, self.num_channels)
+
+    def validation_cases(self) -> list[RawCase]:
+        """The dataset's own validation part (``imagesVal``/``labelsVal``); empty when it has none."""
+        return list_cases(self.folder / "imagesVal", self.folder / "labelsVal", self.file_ending, self.num_channels)
 
     def test_cases(self) -> list[RawCase]:
         return list_cases(self.folder / "imagesTs", self.folder / "labelsTs", self.file_ending, self.num_channels)

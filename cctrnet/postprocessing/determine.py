@@ -9,7 +9,8 @@ Evidence, both on the preprocessed grid of the run's dataset (``$cctr_preprocess
   ``none``) is decided from the training labels alone.
 
 Never used: the labels that ``--labeled N`` hides (a real user does not have them) and the test-set
-predictions in ``validation/`` (choosing on test labels is what this avoids).
+and validation predictions of ``cctr_train --val`` in ``test/`` and ``validation/`` (choosing on them is what this
+avoids).
 """
 from __future__ import annotations
 
@@ -129,8 +130,8 @@ def determine_postprocessing(model_folder: str | os.PathLike, preprocessed_root:
         "rule": RULE_TEXT,
         "settings": settings.to_dict(),
         "sources": {SOURCE_LABELED: labeled, SOURCE_REGISTERED: registration_record},
-        "held_out_check": "not made: the model folder has no predictions of held-out labeled cases (every labeled "
-                          "case trains the model; validation/ holds test-set predictions, never used to decide)",
+        "held_out_check": "not made: the decision never reads predictions (every labeled case trains the model or is "
+                          "held out for validation; validation/ and test/ predictions are never used to decide)",
     })
     used = ", ".join(f"{e.source} ({len(e.case_ids)} volumes)" for e in evidence)
     log(f"post-processing decided from {used}: {plan.describe(names)}; written to {path}")

@@ -8,6 +8,10 @@ Per case, in ``cctr_preprocessed/DatasetXXX_Name/<configuration>/``:
   :class:`cctrnet.dataset.geometry.Geometry`), ``crop_bbox_zyx`` ([start, stop) per axis in the raw
   grid), ``is_labeled``, ``class_slices`` (per class, the z indices that contain it).
 
+Validation cases (the raw dataset's ``imagesVal``/``labelsVal``) are stored in the same format in the sibling
+folder ``<configuration>_validation/`` (:func:`validation_folder_name`), so that registration and training, which
+list the cases of ``<configuration>/``, never see them.
+
 Plain .npy is chosen over a compressed container so that a 2D loader reads one slice of a memory-mapped
 volume without decompressing the whole case. The .json is written last, so a case is complete exactly
 when its .json exists and names files that exist.
@@ -22,6 +26,14 @@ import numpy as np
 
 from cctrnet.dataset.geometry import Geometry
 from cctrnet.utilities.file_io import load_json, save_json, save_npy
+
+
+VALIDATION_SUFFIX = "_validation"
+
+
+def validation_folder_name(data_identifier: str) -> str:
+    """``2d`` -> ``2d_validation``: where the preprocessed validation cases of a configuration are stored."""
+    return f"{data_identifier}{VALIDATION_SUFFIX}"
 
 
 def case_files(folder: str | os.PathLike, case_id: str) -> dict[str, Path]:

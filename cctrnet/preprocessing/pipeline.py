@@ -2,7 +2,8 @@
 
 1. integrity check and fingerprint (one read of every training case; nothing is written on a problem)
 2. plan for the chosen hardware -> ``plans.json``
-3. preprocessing of every training case -> ``<configuration>/``
+3. preprocessing of every training case -> ``<configuration>/``, and of every validation case of ``imagesVal``
+   (with its ``labelsVal`` label) -> ``<configuration>_validation/``, which registration and training never list
 Outputs go to ``cctr_preprocessed/DatasetXXX_Name/`` next to a copy of the raw dataset.json.
 """
 from __future__ import annotations
@@ -52,6 +53,7 @@ def plan_and_preprocess_dataset(identifier: str, settings=None, device_name: str
                                 preprocess: bool = True, progress: bool = True) -> Path:
     """Run the stages for one dataset; returns its preprocessed folder."""
     from cctrnet.fingerprint.extract import extract_fingerprint
+    from cctrnet.preprocessing.case_storage import validation_folder_name
     from cctrnet.preprocessing.preprocessor import preprocess_dataset
 
     try:
@@ -81,6 +83,13 @@ def plan_and_preprocess_dataset(identifier: str, settings=None, device_name: str
                                 num_processes=num_processes, progress=progress)
     print(f"[{raw_folder.name}] preprocessed {counts['preprocessed']} case(s), "
           f"{counts['skipped_up_to_date']} already up to date, in {out / configuration['data_identifier']}")
+    validation_cases = raw.validation_cases()
+    if validation_cases:  # never registered, never sampled for training: a folder of their own
+        validation_folder = out / validation_folder_name(configuration["data_identifier"])
+        counts = preprocess_dataset(validation_cases, configuration, labels, validation_folder,
+                                    num_processes=num_processes, progress=progress)
+        print(f"[{raw_folder.name}] preprocessed {counts['preprocessed']} validation case(s) of "
+              f"{raw_folder / 'imagesVal'}, {counts['skipped_up_to_date']} already up to date, in {validation_folder}")
     return out
 
 

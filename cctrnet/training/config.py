@@ -77,6 +77,12 @@ class TrainerConfig:
     checkpoint_every_seconds: float = 300.0
     log_every: int = 10
     pseudo_label_quality_every: int = 100  # iterations between pseudo-label Dice reports (simulated datasets)
+    # validation curve (training/validation_curve.py): branch A on slices of the validation cases, or the
+    # registered-label agreement as a proxy when there are none
+    validation_every: int = 100  # iterations between measurements (and the last one); 0: no curve
+    validation_max_slices_per_case: int = 8  # evenly spaced slices per case; 0: every slice
+    validation_max_cases: int = 4  # first cases (sorted) measured; 0: every validation case
+    validation_window_step: float = 1.0  # sliding-window step / patch size (1: tiles without overlap, cheapest)
     mixed_precision: bool = True  # used on CUDA only
 
     def __post_init__(self) -> None:

@@ -2,7 +2,8 @@
 
 Panels (each drawn when its curves exist): loss terms (log axis); learning rates (log axis: they span
 orders of magnitude as they decay); loss weights and ramps; seconds per iteration (raw and a running
-median); pseudo-label Dice on unlabeled slices; validation Dice. A loss term keeps its colour in every
+median); pseudo-label Dice on unlabeled slices; validation Dice (``val_*``); without a validation set, the agreement of
+branch A with the registered labels (``proxy_*``, training/validation_curve.py). A loss term keeps its colour in every
 branch of its panel and a branch keeps its line style (A solid, B dashed), so ``loss_cps_A`` and ``loss_cps_B`` read as
 one term of two branches.
 """
@@ -14,6 +15,7 @@ from typing import Callable, Mapping, Sequence
 from cctrnet.utilities.file_io import atomic_path
 
 Points = Sequence[tuple[int, float]]
+PROXY_TITLE = "agreement with the registered labels (no validation set: an unsupervised proxy, not a validation)"
 BRANCH_STYLES = {"A": "-", "B": "--", "branch_a": "-", "branch_b": "--"}
 PANELS: list[tuple[str, Callable[[str], bool], str]] = [
     ("losses", lambda k: k.startswith("loss"), "log"),
@@ -22,6 +24,7 @@ PANELS: list[tuple[str, Callable[[str], bool], str]] = [
     ("seconds per iteration", lambda k: k == "seconds_per_iteration", "linear"),
     ("pseudo-label Dice on unlabeled slices (hidden truth)", lambda k: k.startswith("dice"), "linear"),
     ("validation Dice", lambda k: k.startswith("val_"), "linear"),
+    (PROXY_TITLE, lambda k: k.startswith("proxy_"), "linear"),
 ]
 
 
@@ -75,7 +78,7 @@ def plot_progress(history: Mapping[str, Points], path: Path) -> dict[str, tuple[
                 axis.plot(iterations, values, color="0.75", linewidth=0.6, label="each iteration")
                 style.update(color="black", label=f"running median of {min(51, len(values))}")
                 values = running_median(values, 51)
-            if len(values) < 30 or title.startswith(("validation", "pseudo")):
+            if len(values) < 30 or title.startswith(("validation", "pseudo", "agreement")):
                 style["marker"] = "o"
                 style["markersize"] = 3
             axis.plot(iterations, values, **style)

@@ -5,10 +5,14 @@ Labeled cases are chosen by :func:`cctrnet.dataset.labeled_selection.select_labe
 with ``--labeled-cases``); every other training case is unlabeled for the run. When dataset.json declares
 patients, ``--labeled N`` counts patients and labels all their cases. Cases whose labels are
 hidden by ``--labeled N`` keep their truth available for *reporting* pseudo-label quality only.
+
+The validation set (:mod:`cctrnet.training.validation_split`): the dataset's preprocessed ``imagesVal``, or with
+``--val-fraction``/``--val-cases`` a held-out part of the run's labeled cases, which then leaves the run
+entirely (not in ``labeled_cases``, ``unlabeled_cases`` or ``all_cases``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,6 +21,7 @@ from cctrnet.dataset.labeled_selection import describe_labeled_cases, select_lab
 from cctrnet.dataset.patients import patient_of_case
 from cctrnet.dataset.raw_dataset import DatasetNotFoundError, find_dataset_folder
 from cctrnet.preprocessing.case_storage import list_preprocessed_cases, load_properties
+from cctrnet.training.validation_split import SOURCE_HELD_OUT, ValidationSplit, choose_validation
 from cctrnet.utilities.file_io import load_json
 
 
@@ -36,6 +41,7 @@ class RunSetup:
     hidden_label_cases: list[str]  # unlabeled for training, truth known (simulated semi-supervision)
     volume_shapes_zyx: list[list[int]]
     labeled_patients: list[str] | None = None  # when dataset.json declares patients
+    validation: ValidationSplit = field(default_factory=ValidationSplit)
 
     @property
     def num_labeled(self) -> int:
@@ -67,8 +73,9 @@ def run_folder_name(trainer_name: str, num_labeled: int, seed: int) -> str:
 
 
 def prepare_run(dataset_identifier: str, num_labeled: int | None = None,
-                labeled_cases: Sequence[str] | None = None, seed: int = 0) -> RunSetup:
-    """Resolve the dataset's preprocessed folder and the run's labeled and unlabeled cases."""
+                labeled_cases: Sequence[str] | None = None, seed: int = 0, val_fraction: float | None = None,
+                val_cases: Sequence[str] | None = None) -> RunSetup:
+    """Resolve the dataset's preprocessed folder, the run's labeled and unlabeled cases and its validation set."""
     root = paths.preprocessed_folder()
     try:
         folder = find_dataset_folder(dataset_identifier, root)
@@ -99,11 +106,20 @@ def prepare_run(dataset_identifier: str, num_labeled: int | None = None,
             raise RunSetupError(str(error)) from None
         if num_labeled is not None:
             print(f"--labeled {num_labeled} (seed {seed}): {describe_labeled_cases(labeled, patients)}")
+    try:
+        validation = choose_validation(folder, plans["configurations"]["2d"]["data_identifier"], labeled, patients,
+                                       seed, val_fraction, val_cases, dataset_json)
+    except ValueError as error:
+        raise RunSetupError(str(error)) from None
+    held_out = set(validation.cases) if validation.source == SOURCE_HELD_OUT else set()
+    labeled = [c for c in labeled if c not in held_out]
+    cases = [c for c in cases if c not in held_out]  # held-out cases leave the run: no slice of them is seen
     unlabeled = [c for c in cases if c not in labeled]
     return RunSetup(
         dataset_name=folder.name, preprocessed_dataset_folder=folder, plans=plans, dataset_json=dataset_json,
         all_cases=cases, labeled_cases=labeled, unlabeled_cases=unlabeled,
         hidden_label_cases=[c for c in unlabeled if c in with_labels],
         volume_shapes_zyx=[properties[c]["geometry_preprocessed"]["shape_zyx"] for c in cases],
+        validation=validation,
         labeled_patients=sorted({patients.get(c, c) for c in labeled}) if patients is not None else None,
     )

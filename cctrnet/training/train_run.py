@@ -13,6 +13,8 @@ from cctrnet import paths
 from cctrnet.training.config import TrainerConfig
 from cctrnet.training.run_record import FINAL, LATEST, RunRecord, keep_final_checkpoint, read_run_record, setting_differences
 from cctrnet.training.run_setup import RunSetup, RunSetupError, prepare_run, run_folder_name
+from cctrnet.training.validation import (VALIDATION_SET, VALIDATION_SETS, check_evaluation_data, check_same_validation,
+                                         validate_model)
 
 
 class TrainingRunError(RuntimeError):
@@ -28,7 +30,8 @@ class TrainingStopped(Exception):
 
 
 def run_command(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: int | None = None,
-                labeled_cases: Sequence[str] | None = None, seed: int = 0, *extra: str) -> str:
+                labeled_cases: Sequence[str] | None = None, seed: int = 0, *extra: str,
+                val_fraction: float | None = None, val_cases: Sequence[str] | None = None) -> str:
     """The ``cctr_train`` command line that addresses this run's model folder, plus ``extra``."""
     words = ["cctr_train", str(dataset)]
     if trainer_name != "CCTRTrainer":
@@ -39,13 +42,18 @@ def run_command(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: in
         words += ["--labeled", str(num_labeled)]
     if seed != 0:
         words += ["--seed", str(seed)]
+    if val_fraction is not None:
+        words += ["--val-fraction", str(val_fraction)]
+    elif val_cases:
+        words += ["--val-cases", *sorted(set(val_cases))]
     return shlex.join([*words, *extra])
 
 
 def make_trainer(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: int | None = None,
                  labeled_cases: Sequence[str] | None = None, seed: int = 0, iterations: int | None = None,
                  device_name: str = "auto", overrides: dict[str, Any] | None = None, output_folder: Path | None = None,
-                 recorded_settings: dict[str, Any] | None = None, setup: RunSetup | None = None):
+                 recorded_settings: dict[str, Any] | None = None, setup: RunSetup | None = None,
+                 val_fraction: float | None = None, val_cases: Sequence[str] | None = None):
     """Build the trainer of a run (nothing trained yet); ``recorded_settings`` replace the defaults and
     the overrides; ``setup``, when the caller has prepared it already, saves preparing it twice."""
     from cctrnet.training.trainers.registry import get_trainer_class
@@ -53,7 +61,8 @@ def make_trainer(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: i
 
     try:
         trainer_class = get_trainer_class(trainer_name)
-        setup = setup if setup is not None else prepare_run(dataset, num_labeled, labeled_cases, seed)
+        setup = setup if setup is not None else prepare_run(dataset, num_labeled, labeled_cases, seed, val_fraction,
+                                                            val_cases)
         if recorded_settings is not None:
             settings = dict(recorded_settings)
         else:
@@ -76,22 +85,34 @@ def model_folder_of(dataset_name: str, trainer_name: str, num_labeled: int, seed
 def train(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: int | None = None,
           labeled_cases: Sequence[str] | None = None, seed: int = 0, iterations: int | None = None,
           device_name: str = "auto", resume: bool = False, overrides: dict[str, Any] | None = None,
-          progress: bool = True, validate: bool = False, extend_to: int | None = None) -> Path:
+          progress: bool = True, validate: bool = False, extend_to: int | None = None,
+          val_fraction: float | None = None, val_cases: Sequence[str] | None = None,
+          validation_set: str = VALIDATION_SET) -> Path:
     """Train a new run, resume an unfinished one (``resume``) or extend a finished one (``extend_to``), then
-    optionally validate on the test images; returns the model folder."""
+    optionally (``validate``) evaluate on ``validation_set``: ``"validation"`` (the run's validation cases) or
+    ``"test"`` (imagesTs, only when named); returns the model folder."""
     if resume and extend_to is not None:
         raise TrainingRunError("--c continues an unfinished run, --extend-to a finished one: give one of them")
     if extend_to is not None and iterations is not None:
         raise TrainingRunError("--extend-to N sets the new length; leave out --iterations")
-    command = partial(run_command, dataset, trainer_name, num_labeled, labeled_cases, seed)
+    command = partial(run_command, dataset, trainer_name, num_labeled, labeled_cases, seed,
+                      val_fraction=val_fraction, val_cases=val_cases)
+    if validation_set not in VALIDATION_SETS:
+        raise TrainingRunError(f"--val-set must be one of {', '.join(VALIDATION_SETS)}, got {validation_set!r}")
     check_prepared(dataset)
     try:
-        setup = prepare_run(dataset, num_labeled, labeled_cases, seed)
+        setup = prepare_run(dataset, num_labeled, labeled_cases, seed, val_fraction, val_cases)
     except RunSetupError as error:
         raise TrainingRunError(str(error)) from None
+    if validate:  # fail before registration, training and an extension's moving of files, when the data is missing
+        try:
+            check_evaluation_data(setup.dataset_name, validation_set, setup.validation)
+        except ValueError as error:
+            raise TrainingRunError(str(error)) from None
     folder = model_folder_of(setup.dataset_name, trainer_name, len(setup.labeled_cases), seed)
     try:
         record = read_run_record(folder)
+        check_same_validation(folder, setup.validation)
     except ValueError as error:
         raise TrainingRunError(str(error)) from None
     if resume or extend_to is not None:
@@ -102,8 +123,6 @@ def train(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: int | No
         _check_new_run(folder, record, command)
         trainer = make_trainer(dataset, trainer_name, num_labeled, labeled_cases, seed, iterations, device_name,
                                overrides, folder, setup=setup)
-    if validate:  # fail before training (and before an extension moves files), when the test data is missing
-        _check_validation_data(setup.dataset_name)
     if resume or extend_to is not None:
         checkpoint = folder / (LATEST if resume else FINAL)
         try:
@@ -137,7 +156,7 @@ def train(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: int | No
     if validate:
         from cctrnet.training.validation import validate_model
 
-        validate_model(trainer.output_folder, trainer.setup.dataset_name, device_name, progress)
+        validate_model(trainer.output_folder, trainer.setup.dataset_name, device_name, progress, validation_set)
     from cctrnet.report.page import write_report_safely
 
     write_report_safely(trainer.output_folder)  # report.html, a view of the run: never fails it
@@ -215,11 +234,3 @@ def _check_continuation(record: RunRecord | None, folder: Path, resume: bool, ex
                                f"change {'; '.join(changed)}. Leave out --set, or train a new run (another --seed "
                                "or folder)")
     return record
-
-
-def _check_validation_data(dataset_name: str) -> None:
-    root = paths.raw_folder()
-    raw = root / dataset_name
-    missing = [str(raw / sub) for sub in ("imagesTs", "labelsTs") if not (raw / sub).is_dir()]
-    if missing:
-        raise TrainingRunError(f"--val needs {' and '.join(missing)} (raw folder: {paths.describe_root(root)})")

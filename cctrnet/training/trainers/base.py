@@ -66,6 +66,7 @@ class BaseTrainer:
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.log = ProgressLog(self.output_folder)
         self.loader = None  # built lazily in run(): workers start only when training starts
+        self.validation_curve = None  # built in run(): training/validation_curve.py
         self.data_wait_seconds = 0.0
         self.step_seconds = 0.0
 
@@ -118,6 +119,7 @@ class BaseTrainer:
         self.write_run_files()
         self.log.write_line(f"{self.name}: iterations {self.iteration}..{self.num_iterations} on {self.device}, "
                             f"{len(self.setup.labeled_cases)} labeled and {len(self.setup.unlabeled_cases)} unlabeled cases")
+        self.start_validation_curve()
         last_save = time.monotonic()
         with deferred_stop_signals() as stop:
             # built inside the block: its worker processes inherit the handler and leave stopping to us
@@ -133,6 +135,9 @@ class BaseTrainer:
                         bar.set_postfix(loss=f"{scalars['loss_total']:.3f}", wait=f"{self.data_wait_share():.0%}")
                         self.log.write_line(f"it {self.iteration}: " +
                                             ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
+                    if self.validation_curve is not None and self.validation_curve.due(self.iteration,
+                                                                                       self.num_iterations):
+                        self.measure_validation_curve()
                     if time.monotonic() - last_save > self.config.checkpoint_every_seconds:
                         self.save(self.output_folder / "checkpoint_latest.pth")
                         self.log.plot()
@@ -154,6 +159,24 @@ class BaseTrainer:
         self.log.write_line(f"finished: {self.num_iterations} iterations; data wait {self.data_wait_share():.1%} "
                             f"of the time")
         return final
+
+    def start_validation_curve(self) -> None:
+        """Load the slices the validation curve measures, and say in the log what it is (or why there is none)."""
+        from cctrnet.training.validation_curve import build_validation_curve
+
+        self.validation_curve, message = build_validation_curve(self)
+        print(f"[cctrnet] {message}")
+        self.log.write_line(message)
+
+    def measure_validation_curve(self) -> None:
+        curve = self.validation_curve
+        started = time.perf_counter()
+        dice = curve.measure(self.branches["branch_a"], self.setup.configuration["patch_size_yx"],
+                             self.setup.num_classes, self.device)
+        if dice == dice:  # NaN: no foreground in prediction or reference
+            self.log.record(self.iteration, {curve.key: dice})
+        self.log.write_line(f"it {self.iteration}: {curve.key} {dice:.4g} on {curve.what} "
+                            f"({time.perf_counter() - started:.2f} s)")
 
     def logs_iteration(self, iteration: int) -> bool:
         """Whether iteration ``iteration`` (counted from 1) gets a line in training_log.txt."""
@@ -237,6 +260,7 @@ class BaseTrainer:
                    "hidden_labels": self.setup.hidden_label_cases,
                    "rule": "cctrnet.dataset.labeled_selection.select_labeled_cases", "seed": self.config.seed},
                   self.output_folder / "labeled_cases.json")
+        save_json(self.setup.validation.to_dict(), self.output_folder / "validation_cases.json")
 
     def state_dict(self) -> dict[str, Any]:
         return {
