@@ -18,11 +18,12 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Sequence, TextIO
 
-import torch
+if TYPE_CHECKING:  # torch loads only when a run starts: the parser answers --help before heavy imports
+    import torch
 
-from cctrnet.training.distributed import Distributed, current
+    from cctrnet.training.distributed import Distributed
 
 #: environment variables every process of a run needs (torchrun sets them; so does spawn_training)
 ENVIRONMENT_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -69,6 +70,10 @@ def initialize_from_environment(device: torch.device, settings: DistributedSetti
 
     Backend: NCCL on CUDA (each process on GPU LOCAL_RANK), gloo on CPU.
     """
+    import torch
+
+    from cctrnet.training.distributed import current
+
     settings = settings if settings is not None else DistributedSettings.from_environment()
     missing = [key for key in ENVIRONMENT_KEYS if key not in os.environ]
     if missing:
@@ -87,6 +92,8 @@ def initialize_from_environment(device: torch.device, settings: DistributedSetti
 
 
 def shutdown() -> None:
+    import torch
+
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
@@ -241,6 +248,8 @@ def arguments_without_process_flags(arguments: Sequence[str]) -> list[str]:
 def start_or_join_processes(args: argparse.Namespace, arguments: Sequence[str]) -> int | None:
     """``--num-processes N > 1``: start the ranks, watch them, return the exit status. A rank (WORLD_SIZE > 1 in
     the environment): join the process group and return None, as does a single-process run."""
+    import torch
+
     from cctrnet.cli.common import fail
     from cctrnet.utilities.device import resolve_device
 
