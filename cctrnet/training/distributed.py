@@ -146,6 +146,10 @@ class Distributed:
         if not self.enabled:
             return
         params = [p for p in parameters if p.requires_grad]
+        # a parameter without a gradient on every rank keeps none (the optimiser skips it, as in one process)
+        has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=self._collective_device())
+        self._collective("gradient presence", torch.distributed.all_reduce, has_grad, op=torch.distributed.ReduceOp.MAX)
+        params = [p for p, present in zip(params, has_grad.tolist()) if present]
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
