@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override trainer settings")
     parser.add_argument("--list-settings", action="store_true", help="print every setting with its default and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from cctrnet.training.distributed_launch import add_process_arguments
+
+    add_process_arguments(parser)
     return parser
 
 
@@ -91,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         apply_cpu_threads(args.threads)
     except ValueError as error:
         return fail(str(error))
+    from cctrnet.training.distributed_launch import start_or_join_processes
+
+    launched = start_or_join_processes(args, sys.argv[1:] if argv is None else argv)
+    if launched is not None:  # --num-processes N: this process started N ranks and watched them
+        return launched
     from cctrnet.utilities.stop_signals import StopRequested, exit_code, raise_on_sigterm
 
     raise_on_sigterm()  # outside the training loop too: finally blocks run, no worker is left behind

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 BRANCH_B_SETTINGS = ("plan", "same_as_a", "ResidualEncoderUNet", "Primus2D")
+DDP_SAMPLING_SETTINGS = ("per_rank", "shared")
 
 
 @dataclass
@@ -84,10 +85,18 @@ class TrainerConfig:
     validation_max_cases: int = 4  # first cases (sorted) measured; 0: every validation case
     validation_window_step: float = 1.0  # sliding-window step / patch size (1: tiles without overlap, cheapest)
     mixed_precision: bool = True  # used on CUDA only
+    # data-parallel training (cctr_train --num-processes N, torchrun): how the ranks draw their share of the
+    # global batch. "per_rank": each rank its own stream seeded with (seed, iteration, rank), reproducible for
+    # a given number of processes; "shared": every rank makes the single-process batch and keeps its rows,
+    # so the batches are those of one process for any number (costs that many times the data work)
+    ddp_sampling: str = "per_rank"
 
     def __post_init__(self) -> None:
         if self.branch_b not in BRANCH_B_SETTINGS:
             raise ValueError(f"setting branch_b must be one of {', '.join(BRANCH_B_SETTINGS)}, got {self.branch_b!r}")
+        if self.ddp_sampling not in DDP_SAMPLING_SETTINGS:
+            raise ValueError(f"setting ddp_sampling must be one of {', '.join(DDP_SAMPLING_SETTINGS)}, got "
+                             f"{self.ddp_sampling!r}")
         from cctrnet.registration.settings import FUSION_RULES
 
         if self.rsl_fusion not in FUSION_RULES:

@@ -12,8 +12,9 @@ from cctrnet.training.progress_panels import plot_progress
 class ProgressLog:
     """Per-iteration scalars (losses, learning rates, pseudo-label Dice) kept for the plot and checkpoints."""
 
-    def __init__(self, output_folder: Path):
+    def __init__(self, output_folder: Path, writes: bool = True):
         self.output_folder = Path(output_folder)
+        self.writes = writes  # False on the ranks other than 0 of a data-parallel run
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
 
     def record(self, iteration: int, values: dict[str, float]) -> None:
@@ -21,6 +22,8 @@ class ProgressLog:
             self.history[key].append((iteration, float(value)))
 
     def write_line(self, text: str) -> None:
+        if not self.writes:
+            return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         with open(self.output_folder / "training_log.txt", "a") as f:
             f.write(f"{stamp} {text}\n")
@@ -33,4 +36,6 @@ class ProgressLog:
 
     def plot(self) -> None:
         """``progress.png``: the panels of :func:`cctrnet.training.progress_panels.plot_progress`."""
+        if not self.writes:
+            return
         plot_progress(self.history, self.output_folder / "progress.png")

@@ -134,7 +134,7 @@ def train(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: int | No
         print(f"resuming {folder} at iteration {trainer.iteration} of {trainer.num_iterations}")
     elif extend_to is not None:
         trainer.restore_run_record(record.num_iterations, record.schedule, record.extensions)
-        kept = keep_final_checkpoint(folder, record.num_iterations)
+        kept = trainer.distributed.on_main(keep_final_checkpoint, folder, record.num_iterations)
         trainer.extend_to(extend_to, kept)
         trainer.write_run_files()  # the extension is on record before the first new iteration
         print(f"extending {folder} from {record.num_iterations} to {extend_to} iterations; the finished model is "
@@ -151,6 +151,8 @@ def train(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: int | No
         raise TrainingStopped(f"stopped by {stop.signal_name} at iteration {trainer.iteration} of "
                               f"{trainer.num_iterations}; checkpoint {folder / LATEST}; resume with: "
                               f"{command('--c')}", stop.signum) from None
+    if not trainer.distributed.is_main:  # data-parallel: rank 0 alone post-processes, validates and reports
+        return trainer.output_folder
     print(f"finished; data loading took {trainer.data_wait_share():.1%} of the time; model in {trainer.output_folder}")
     _determine_postprocessing(trainer.output_folder)
     if validate:

@@ -11,7 +11,7 @@ None when the plan has no unlabeled samples per batch), each holding torch tenso
 - unlabeled only, when ``provide_hidden_truth``: ``hidden_truth`` (b, h, w) int64, the true label of a
   case whose label is hidden for the run (-1 where unknown). For reporting only, never a training target.
 
-Batch k is a pure function of (seed, k): its random draws come from a generator seeded with both, and
+Batch k is a pure function of (seed, k) (of (seed, k, rank) for a rank of data-parallel training): its random draws come from a generator seeded with both, and
 batchgenerators' intensity transforms (which use numpy's global generator) are re-seeded per batch.
 Worker w of n produces batches w, w + n, ... and batchgenerators' MultiThreadedAugmenter collects them
 round-robin, so the sequence is the same for any number of workers, and resuming at iteration i
@@ -42,6 +42,8 @@ class DataLoaderSettings:
     provide_hidden_truth: bool = False
     pin_memory: bool = True  # only where CUDA is available
     num_cached_per_worker: int = 2
+    # data-parallel training: rank r of a run draws its own stream, seeded with (seed, batch, r); None: one process
+    rank_stream: int | None = None
 
     def __post_init__(self) -> None:
         if self.num_workers < 0:
@@ -84,7 +86,8 @@ class TwoStreamBatchGenerator:
 
     def generate_batch(self, batch_index: int) -> dict[str, Any]:
         """Batch number ``batch_index`` (numpy, before intensity augmentation)."""
-        sampling_seed, transform_seed = np.random.SeedSequence([self.settings.seed, batch_index]).spawn(2)
+        entropy = [self.settings.seed, batch_index] + ([] if self.settings.rank_stream is None else [self.settings.rank_stream])
+        sampling_seed, transform_seed = np.random.SeedSequence(entropy).spawn(2)
         rng = np.random.default_rng(sampling_seed)
         # batchgenerators' intensity transforms draw from numpy's and Python's global generators
         transform_state = transform_seed.generate_state(2)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from cctrnet.training.losses.dice_ce import DiceSettings, soft_dice_loss
+from cctrnet.training.losses.dice_ce import BatchSum, DiceSettings, soft_dice_loss
 
 
 def pseudo_labels(logits: torch.Tensor) -> torch.Tensor:
@@ -12,14 +12,15 @@ def pseudo_labels(logits: torch.Tensor) -> torch.Tensor:
 
 
 def cross_pseudo_supervision_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, settings: DiceSettings = DiceSettings()
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, settings: DiceSettings = DiceSettings(),
+    batch_sum: BatchSum | None = None,
 ) -> torch.Tensor:
     """Dice of the student's unlabeled predictions against the teacher's argmax; no gradient reaches the teacher."""
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(
             f"both branches must predict the same shape, got {tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
         )
-    return soft_dice_loss(student_logits, pseudo_labels(teacher_logits), settings)
+    return soft_dice_loss(student_logits, pseudo_labels(teacher_logits), settings, batch_sum=batch_sum)
 
 
 def symmetric_cross_pseudo_supervision(

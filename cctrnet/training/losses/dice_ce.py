@@ -3,15 +3,25 @@
 Conventions follow the SSL4MIS code that CTS and MCSC build on: softmax probabilities, one Dice per class
 computed over the whole batch ("batch Dice"), background included, squared terms in the denominator,
 smoothing 1e-5, mean over classes. Each is a setting of :class:`DiceSettings`.
+
+``batch_sum`` (data-parallel training) sums a per-process statistic over the processes, keeping the
+gradient of this process's share; the losses then equal those of the whole global batch in one process.
+None: this process's batch is the whole batch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -1
+BatchSum = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _identity(value: torch.Tensor) -> torch.Tensor:
+    return value
 
 
 @dataclass(frozen=True)
@@ -43,9 +53,11 @@ def soft_dice_loss(
     target: torch.Tensor,
     settings: DiceSettings = DiceSettings(),
     ignore_index: int = IGNORE_INDEX,
+    batch_sum: BatchSum | None = None,
 ) -> torch.Tensor:
     """1 - mean soft Dice over classes; pixels whose target is ignore_index count in neither term."""
     check_logits_and_target(logits, target, ignore_index)
+    batch_sum = batch_sum or _identity
     n_classes = logits.shape[1]
     probabilities = torch.softmax(logits, dim=1)
     valid = (target != ignore_index).unsqueeze(1).to(probabilities.dtype)
@@ -60,18 +72,30 @@ def soft_dice_loss(
         denominator = (probabilities * probabilities).sum(reduce_dims) + target_one_hot.sum(reduce_dims)
     else:
         denominator = probabilities.sum(reduce_dims) + target_one_hot.sum(reduce_dims)
+    if settings.batch_dice:  # one Dice per class over the whole (global) batch
+        intersection, denominator = batch_sum(intersection), batch_sum(denominator)
     dice = (2.0 * intersection + settings.smooth) / (denominator + settings.smooth)
     if not settings.include_background:
         dice = dice[..., 1:]
-    return 1.0 - dice.mean()
+    if settings.batch_dice:
+        return 1.0 - dice.mean()
+    # per sample: the mean over the samples of the global batch, then over the classes
+    n_samples = batch_sum(dice.new_tensor(float(dice.shape[0])))
+    return 1.0 - (batch_sum(dice.sum(0)) / n_samples).mean()
 
 
-def cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+def cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX,
+                       batch_sum: BatchSum | None = None) -> torch.Tensor:
     """Mean cross-entropy over the pixels whose target is not ignore_index (0 when there are none)."""
     check_logits_and_target(logits, target, ignore_index)
-    if not bool((target != ignore_index).any()):
-        return logits.sum() * 0.0  # keeps the graph and the device; F.cross_entropy would return nan
-    return F.cross_entropy(logits, target.long(), ignore_index=ignore_index)
+    if batch_sum is None:
+        if not bool((target != ignore_index).any()):
+            return logits.sum() * 0.0  # keeps the graph and the device; F.cross_entropy would return nan
+        return F.cross_entropy(logits, target.long(), ignore_index=ignore_index)
+    # the global mean: this process's sum over the pixel count of the whole batch
+    local_sum = F.cross_entropy(logits, target.long(), ignore_index=ignore_index, reduction="sum")
+    count = batch_sum((target != ignore_index).sum().to(logits.dtype))
+    return batch_sum(local_sum) / count.clamp(min=1.0)
 
 
 def dice_ce_loss(
@@ -79,6 +103,8 @@ def dice_ce_loss(
     target: torch.Tensor,
     settings: DiceSettings = DiceSettings(),
     ignore_index: int = IGNORE_INDEX,
+    batch_sum: BatchSum | None = None,
 ) -> torch.Tensor:
     """Dice + CE with weight 1 each (paper Eq. 1; SSL4MIS's CTS script halves the sum, the paper does not)."""
-    return soft_dice_loss(logits, target, settings, ignore_index) + cross_entropy_loss(logits, target, ignore_index)
+    return (soft_dice_loss(logits, target, settings, ignore_index, batch_sum)
+            + cross_entropy_loss(logits, target, ignore_index, batch_sum))

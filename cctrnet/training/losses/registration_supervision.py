@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from cctrnet.training.losses.dice_ce import IGNORE_INDEX, DiceSettings, dice_ce_loss
+from cctrnet.training.losses.dice_ce import IGNORE_INDEX, BatchSum, DiceSettings, dice_ce_loss
 
 
 def registration_supervision_loss(
@@ -16,6 +16,7 @@ def registration_supervision_loss(
     registered_labels: torch.Tensor,
     settings: DiceSettings = DiceSettings(),
     ignore_index: int = IGNORE_INDEX,
+    batch_sum: BatchSum | None = None,
 ) -> torch.Tensor:
     """L_rs for one branch: logits (b, c, h, w) of unlabeled slices, registered labels (b, h, w)."""
-    return dice_ce_loss(unlabeled_logits, registered_labels, settings, ignore_index)
+    return dice_ce_loss(unlabeled_logits, registered_labels, settings, ignore_index, batch_sum)

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from cctrnet.networks.branch import SegmentationBranch
 from cctrnet.training.checkpoint import global_random_state, load_checkpoint, restore_global_random_state, save_checkpoint
 from cctrnet.training.config import TrainerConfig
+from cctrnet.training import distributed
 from cctrnet.training.progress_log import ProgressLog
 from cctrnet.training.run_setup import RunSetup
 from cctrnet.training.schedules import ScheduleSpan
@@ -45,7 +46,11 @@ class BaseTrainer:
     def __init__(self, setup: RunSetup, config: TrainerConfig, device: torch.device, output_folder: Path):
         self.setup = setup
         self.config = config
-        self.device = torch.device(device)
+        self.distributed = distributed.current()  # one process, or this rank of a data-parallel run
+        self.device = self.distributed.device_for(torch.device(device))
+        if self.distributed.enabled:  # a batch that does not divide among the ranks is refused before anything runs
+            self.distributed.local_batch(setup.configuration["labeled_per_batch"],
+                                         setup.configuration["unlabeled_per_batch"])
         self.output_folder = Path(output_folder)
         self.output_folder.mkdir(parents=True, exist_ok=True)
         self.num_iterations = int(config.num_iterations or setup.configuration["num_iterations"])
@@ -64,7 +69,7 @@ class BaseTrainer:
                                                    weight_decay=config.weight_decay)
                            for name in self.branches}
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.log = ProgressLog(self.output_folder)
+        self.log = ProgressLog(self.output_folder, writes=self.distributed.is_main)
         self.loader = None  # built lazily in run(): workers start only when training starts
         self.validation_curve = None  # built in run(): training/validation_curve.py
         self.data_wait_seconds = 0.0
@@ -116,6 +121,8 @@ class BaseTrainer:
     # --- the loop --------------------------------------------------------------------------------
     def run(self, progress: bool = True) -> Path:
         """Train from the current iteration to the end; returns the final checkpoint's path."""
+        self.distributed.barrier()  # every rank has checked the folder before rank 0 writes to it
+        self.distributed.broadcast_modules([self.branches, self.extra_modules])
         self.write_run_files()
         self.log.write_line(f"{self.name}: iterations {self.iteration}..{self.num_iterations} on {self.device}, "
                             f"{len(self.setup.labeled_cases)} labeled and {len(self.setup.unlabeled_cases)} unlabeled cases")
@@ -126,9 +133,9 @@ class BaseTrainer:
             if self.loader is None:
                 self.loader = self.build_loader()
             bar = tqdm(total=self.num_iterations, initial=self.iteration, unit="it", desc=self.name,
-                       dynamic_ncols=True, **quiet_bar_options(progress))
+                       dynamic_ncols=True, **quiet_bar_options(progress and self.distributed.is_main))
             try:
-                while self.iteration < self.num_iterations and not stop:
+                while self.iteration < self.num_iterations and not self.distributed.agree_to_stop(stop):
                     scalars = self.train_one_iteration()
                     bar.update(1)
                     if self.logs_iteration(self.iteration):
@@ -143,6 +150,7 @@ class BaseTrainer:
                         self.log.plot()
                         last_save = time.monotonic()
                 if stop:
+                    self.check_replicas()
                     self.save(self.output_folder / "checkpoint_latest.pth")
                     self.log.write_line(f"stopped by {signal_name(stop.signum)} at iteration {self.iteration}; "
                                         "checkpoint_latest.pth saved")
@@ -153,6 +161,7 @@ class BaseTrainer:
         if stop:
             raise TrainingInterrupted(stop.signum, self.iteration)
         final = self.output_folder / "checkpoint_final.pth"
+        self.check_replicas()
         self.save(final)
         self.save(self.output_folder / "checkpoint_latest.pth")
         self.log.plot()
@@ -227,10 +236,10 @@ class BaseTrainer:
         with autocast:
             total, scalars = self.compute_losses(batch)
         self.grad_scaler.scale(total).backward()
+        self.distributed.sum_gradients(self.trained_parameters())
         for optimizer in self.optimizers.values():
             self.grad_scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_([p for m in (self.branches, self.extra_modules) for p in m.parameters()],
-                                       self.config.gradient_clip_norm)
+        torch.nn.utils.clip_grad_norm_(self.trained_parameters(), self.config.gradient_clip_norm)
         for optimizer in self.optimizers.values():
             self.grad_scaler.step(optimizer)
         self.grad_scaler.update()
@@ -244,15 +253,34 @@ class BaseTrainer:
         self.log.record(self.iteration, scalars)
         return scalars
 
+    def trained_parameters(self) -> list[nn.Parameter]:
+        return [p for m in (self.branches, self.extra_modules) for p in m.parameters()]
+
+    def replica_tensors(self) -> dict[str, torch.Tensor]:
+        """What must be equal on every rank of a data-parallel run (subclasses add memory banks, teachers)."""
+        return {**{f"{n}.{k}": v for n, b in self.branches.items() for k, v in b.state_dict().items()},
+                **{f"extra.{k}": v for k, v in self.extra_modules.state_dict().items()}}
+
+    def check_replicas(self) -> None:
+        """Data-parallel runs: raise unless every rank holds the same weights and banks; logged once."""
+        if self.distributed.enabled:
+            tensors = self.replica_tensors()
+            self.distributed.check_identical(tensors)
+            self.log.write_line(f"replicas identical on {self.distributed.world_size} ranks at iteration "
+                                f"{self.iteration}: {len(tensors)} tensors (weights, memory banks)")
+
     def data_wait_share(self) -> float:
         return self.data_wait_seconds / self.step_seconds if self.step_seconds > 0 else 0.0
 
     # --- files -----------------------------------------------------------------------------------
     def write_run_files(self) -> None:
+        if not self.distributed.is_main:
+            return
         save_json({"trainer": self.name, "settings": self.config.to_dict(), "num_iterations": self.num_iterations,
                    "schedule": self.schedule.to_dict(), "extensions": self.extensions, "device": str(self.device),
                    "branches": list(self.branches),
-                   "architectures": self.architectures, "dataset_name": self.setup.dataset_name},
+                   "architectures": self.architectures, "dataset_name": self.setup.dataset_name,
+                   "world_size": self.distributed.world_size},
                   self.output_folder / "config.json")
         save_json(self.setup.plans, self.output_folder / "plans.json")
         save_json(self.setup.dataset_json, self.output_folder / "dataset.json")
@@ -275,6 +303,7 @@ class BaseTrainer:
             "timing": {"data_wait_seconds": self.data_wait_seconds, "step_seconds": self.step_seconds},
             "labeled_cases": list(self.setup.labeled_cases),
             "extra_state": self.extra_state_dict(),
+            "world_size": self.distributed.world_size,
         }
 
     def extra_state_dict(self) -> dict[str, Any]:
@@ -285,7 +314,8 @@ class BaseTrainer:
         pass
 
     def save(self, path: Path) -> None:
-        save_checkpoint(self.state_dict(), path)
+        if self.distributed.is_main:
+            save_checkpoint(self.state_dict(), path)
 
     def load(self, path: Path) -> None:
         state = load_checkpoint(path, self.device)
@@ -306,6 +336,12 @@ class BaseTrainer:
         self.step_seconds = state["timing"]["step_seconds"]
         self.load_extra_state_dict(state["extra_state"])
         restore_global_random_state(state["random_state"])
+        written_by = int(state.get("world_size", 1))
+        if written_by != self.distributed.world_size:
+            self.log.write_line(f"resumed with {self.distributed.world_size} process(es) from a checkpoint written by "
+                                f"{written_by}: weights, optimisers, memory banks and schedules continue; the batches "
+                                "from here on are those of the new number of processes (the same ones with "
+                                "ddp_sampling=shared)")
 
 
 def _to_device(value: Any, device: torch.device) -> Any:

@@ -51,7 +51,8 @@ class CCTRTrainer(BaseTrainer):
             probability_threshold=config.anchor_threshold, anchors_per_class=config.n_anchors,
             negatives_per_class=config.n_negatives, temperature=config.tau)
         self.reps_settings = RegisteredPositiveSettings(config.reps_w1, config.reps_w2, config.reps_max_target_volumes)
-        self.registration = self.load_registration() if self.needs_registration else None
+        # rank 0 first: it computes the pairs still missing, the other ranks then read them
+        self.registration = self.distributed.main_first(self.load_registration) if self.needs_registration else None
         self.rsl_fade = (RegisteredLabelFade(setup.num_classes, config.rsl_fade_momentum)
                          if config.rsl and config.rsl_fade else None)
         self.banks: dict[str, FeatureMemoryBank] = {}
@@ -94,18 +95,23 @@ class CCTRTrainer(BaseTrainer):
         w_cps = self.schedule.ramp_weight(self.iteration, c.w_cps_max, c.w_cps_sharpness)
         total = x.new_zeros(())
         scalars: dict[str, float] = {}
+        batch_sum = self.distributed.sum if self.distributed.enabled else None  # statistics of the global batch
         w_rs = c.w_rs
         if self.rsl_fade is not None:
             fade = self.rsl_fade.update([outputs[n].logits[n_l:].argmax(1) for n in names], unlabeled["target"])
+            if self.distributed.enabled:  # each rank measures its own slices; all use the mean factor
+                fade = float(self.distributed.sum(torch.tensor(fade, device=x.device))) / self.distributed.world_size
             w_rs, scalars["rsl_fade"] = c.w_rs * fade, fade
         for name in names:
             other = next((n for n in names if n != name), None)
             logits = outputs[name].logits.float()
-            terms = {"sup": dice_ce_loss(logits[:n_l], labeled["target"])}
+            terms = {"sup": dice_ce_loss(logits[:n_l], labeled["target"], batch_sum=batch_sum)}
             if other is not None and c.cps:
-                terms["cps"] = w_cps * cross_pseudo_supervision_loss(logits[n_l:], outputs[other].logits[n_l:].float())
+                terms["cps"] = w_cps * cross_pseudo_supervision_loss(logits[n_l:], outputs[other].logits[n_l:].float(),
+                                                                     batch_sum=batch_sum)
             if c.rsl:
-                terms["rsl"] = w_rs * registration_supervision_loss(logits[n_l:], unlabeled["target"])
+                terms["rsl"] = w_rs * registration_supervision_loss(logits[n_l:], unlabeled["target"],
+                                                                    batch_sum=batch_sum)
             if c.scl:
                 terms["scl"] = c.w_c * self.contrastive_loss(name, other, outputs, batch, n_l)
             for term, value in terms.items():
@@ -126,15 +132,19 @@ class CCTRTrainer(BaseTrainer):
             confidence = torch.softmax(own, dim=1).max(dim=1).values
             teacher = outputs[other].logits[n_l:] if other is not None else own[n_l:]
             labels = torch.cat([labeled["target"], teacher.argmax(dim=1)])
+            if self.distributed.enabled:  # every rank chooses the same pixels of the global batch (same generator)
+                gathered = self.distributed.gather_batch(torch.stack([labels.to(confidence.dtype), confidence], 1), n_l)
+                labels, confidence = gathered[:, 0].long(), gathered[:, 1]
         pixels = sample_contrastive_pixels(labels, confidence, self.contrastive_settings, self.generator)
-        # the projector acts on each pixel alone: projecting only the sampled pixels gives the same vectors
-        anchor_in, negative_in = pixels.gather(features)
-        projected = projector(torch.cat([anchor_in, negative_in]))
+        # the projector acts on each pixel alone: projecting only the sampled pixels gives the same vectors;
+        # each rank projects those of its own rows (with their graph) and receives the others'
+        projected = self.distributed.gather_pixels(features, torch.cat([pixels.anchor_flat, pixels.negative_flat]),
+                                                   n_l, projector)
         anchors, negatives = projected[:pixels.n_anchors], projected[pixels.n_anchors:]
         override = found = None
         if self.config.reps and pixels.n_anchors > 0:
-            coords = torch.cat([labeled["coords_zyx"], unlabeled["coords_zyx"]])
-            volumes = torch.cat([labeled["volume_index"], unlabeled["volume_index"]])
+            coords = self.distributed.gather_batch(torch.cat([labeled["coords_zyx"], unlabeled["coords_zyx"]]), n_l)
+            volumes = self.distributed.gather_batch(torch.cat([labeled["volume_index"], unlabeled["volume_index"]]), n_l)
             anchor_volumes, anchor_points = anchor_voxel_points(pixels.anchor_positions_byx, coords, volumes)
             registered, found = registered_positive_keys(anchor_volumes, anchor_points, self.banks[name],
                                                          self.map_points, self.reps_settings, self.generator)
@@ -156,16 +166,21 @@ class CCTRTrainer(BaseTrainer):
 
     @torch.no_grad()
     def on_step_end(self, batch: dict[str, Any]) -> None:
-        """Put this step's slices into the memory banks, projected on the bank's reduced grid only."""
+        """Put this step's slices into the memory banks, projected on the bank's reduced grid only.
+
+        Data-parallel: the slices of every rank, in the global batch order, so every rank's bank is the same.
+        """
         if not self.banks:
             return
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
+        n_l = labeled["image"].shape[0]
         f = self.config.bank_downsample
-        coords = torch.cat([labeled["coords_zyx"], unlabeled["coords_zyx"]])[:, :, ::f, ::f]
-        volumes = torch.cat([labeled["volume_index"], unlabeled["volume_index"]])
+        gather = self.distributed.gather_batch
+        coords = gather(torch.cat([labeled["coords_zyx"], unlabeled["coords_zyx"]])[:, :, ::f, ::f].contiguous(), n_l)
+        volumes = gather(torch.cat([labeled["volume_index"], unlabeled["volume_index"]]), n_l)
         for name, features in self._decoder_features.items():
             projected = self.extra_modules[f"{name}_projector"](features[:, :, ::f, ::f])
-            self.banks[name].insert_batch(volumes, projected, coords)
+            self.banks[name].insert_batch(volumes, gather(projected.contiguous(), n_l), coords)
         self._decoder_features.clear()
 
     def pseudo_label_scalars(self, outputs, unlabeled, n_l: int) -> dict[str, float]:
@@ -178,6 +193,14 @@ class CCTRTrainer(BaseTrainer):
         return {k: v for k, v in scalars.items() if v == v}  # NaN: no foreground in these slices
 
     # --- resume -----------------------------------------------------------------------------------
+    def replica_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {**super().replica_tensors(), "contrastive_generator": self.generator.get_state()}
+        for name, bank in self.banks.items():
+            state = bank.state_dict()
+            tensors.update({f"bank_{name}.keys": torch.tensor(state["keys"], dtype=torch.long).reshape(-1),
+                            f"bank_{name}.features": state["features"], f"bank_{name}.cell_filled": state["cell_filled"]})
+        return tensors
+
     def extra_state_dict(self) -> dict[str, Any]:
         state = {"generator": self.generator.get_state(),
                  "banks": {name: bank.state_dict() for name, bank in self.banks.items()}}

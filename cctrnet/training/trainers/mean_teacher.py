@@ -41,7 +41,8 @@ class UAMTTrainer(CCTRTrainer):
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         n_l = labeled["image"].shape[0]
         student = self.branches["branch_a"](torch.cat([labeled["image"], unlabeled["image"]])).logits.float()
-        supervised = dice_ce_loss(student[:n_l], labeled["target"])
+        batch_sum = self.distributed.sum if self.distributed.enabled else None  # statistics of the global batch
+        supervised = dice_ce_loss(student[:n_l], labeled["target"], batch_sum=batch_sum)
         x_u = unlabeled["image"]
         with torch.no_grad():
             self.teacher.train()
@@ -54,13 +55,14 @@ class UAMTTrainer(CCTRTrainer):
         threshold = (0.75 + 0.25 * math.exp(-5 * (1 - progress) ** 2)) * math.log(self.setup.num_classes)
         mask = (uncertainty < threshold).float().unsqueeze(1)
         squared = (torch.softmax(student[n_l:], dim=1) - teacher_probs) ** 2
-        consistency = (mask * squared).sum() / (2 * mask.sum() * squared.shape[1] + 1e-16)
+        total_of = batch_sum or (lambda value: value)
+        consistency = total_of((mask * squared).sum()) / (2 * total_of(mask.sum()) * squared.shape[1] + 1e-16)
         weight = self.schedule.ramp_weight(self.iteration, c.w_cps_max, c.w_cps_sharpness)
         total = supervised + weight * consistency
         scalars = {"loss_sup_A": float(supervised.detach()), "loss_consistency_A": float(consistency.detach()),
                    "w_consistency": weight, "certain_fraction": float(mask.mean())}
         if c.rsl:
-            rsl = c.w_rs * registration_supervision_loss(student[n_l:], unlabeled["target"])
+            rsl = c.w_rs * registration_supervision_loss(student[n_l:], unlabeled["target"], batch_sum=batch_sum)
             total = total + rsl
             scalars["loss_rsl_A"] = float(rsl.detach())
         if "hidden_truth" in unlabeled and self.measures_pseudo_labels():
@@ -78,6 +80,9 @@ class UAMTTrainer(CCTRTrainer):
             teacher.mul_(decay).add_(student.detach(), alpha=1 - decay)
         for teacher, student in zip(self.teacher.buffers(), self.branches["branch_a"].buffers()):
             teacher.copy_(student)
+
+    def replica_tensors(self) -> dict[str, torch.Tensor]:
+        return {**super().replica_tensors(), **{f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}}
 
     def extra_state_dict(self) -> dict[str, Any]:
         return {**super().extra_state_dict(), "teacher": self.teacher.state_dict()}
