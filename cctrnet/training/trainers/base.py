@@ -173,6 +173,9 @@ class BaseTrainer:
         """Load the slices the validation curve measures, and say in the log what it is (or why there is none)."""
         from cctrnet.training.validation_curve import build_validation_curve
 
+        if not self.distributed.is_main:  # the replicas are equal: rank 0 alone measures and writes the curve
+            self.validation_curve = None
+            return
         self.validation_curve, message = build_validation_curve(self)
         print(f"[cctrnet] {message}")
         self.log.write_line(message)
