@@ -1,6 +1,7 @@
 """Reading and writing volumes with their geometry through SimpleITK (any format it reads)."""
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Sequence
@@ -64,7 +65,11 @@ def write_image(array_zyx: np.ndarray, geometry: Geometry, path: str | os.PathLi
     image = sitk.GetImageFromArray(array_zyx)
     geometry.apply_to_sitk(image)
     with atomic_path(path) as tmp:
-        sitk.WriteImage(image, str(tmp), compress)
+        try:
+            sitk.WriteImage(image, str(tmp), compress)
+        except RuntimeError as error:  # SimpleITK reports a full disk or a refused write as a RuntimeError
+            lines = str(error).strip().splitlines()
+            raise OSError(errno.EIO, lines[-1].strip() if lines else "SimpleITK could not write it") from error
 
 
 def file_ending_of(path: str | os.PathLike) -> str:

@@ -261,7 +261,8 @@ class BaseTrainer:
         pass
 
     def save(self, path: Path) -> None:
-        save_checkpoint(self.state_dict(), path)
+        """Write a checkpoint; ``checkpoint_latest.pth`` keeps the one it replaces as its previous checkpoint."""
+        save_checkpoint(self.state_dict(), path, keep_previous=Path(path).name == "checkpoint_latest.pth")
 
     def load(self, path: Path) -> None:
         state = load_checkpoint(path, self.device)
