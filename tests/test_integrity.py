@@ -115,3 +115,20 @@ def test_unknown_dataset_lists_existing_ones(tmp_path, cctr_folders):
                             capture_output=True, text=True)
     assert result.returncode != 0
     assert "Dataset004_Other" in result.stderr and str(cctr_folders["cctr_raw"]) in result.stderr
+
+
+def test_a_declared_label_that_never_occurs_is_a_warning_naming_it(tmp_path, capsys):
+    folder = write_raw_dataset(tmp_path)
+    content = json.loads((folder / "dataset.json").read_text())
+    content["labels"] = {"background": 0, "a": 1, "b": 2, "tumour": 3}  # declared, drawn in no label map
+    (folder / "dataset.json").write_text(json.dumps(content))
+    fingerprint = extract_fingerprint(folder, progress=False)
+    err = capsys.readouterr().err
+    assert fingerprint["labels_never_present"] == ["tumour"]
+    assert err.startswith("warning: ") and '"tumour" (3)' in err and str(folder / "dataset.json") in err
+    assert '"a"' not in err and '"b"' not in err
+
+
+def test_every_declared_label_present_gives_no_warning(tmp_path, capsys):
+    fingerprint = extract_fingerprint(write_raw_dataset(tmp_path), progress=False)
+    assert fingerprint["labels_never_present"] == [] and "warning" not in capsys.readouterr().err

@@ -140,6 +140,20 @@ def label_problems(
     return problems
 
 
+def labels_never_present(labels: dict[str, int], values_per_labeled_case: Sequence[Sequence[int]]) -> list[str]:
+    """Names of the declared foreground labels that occur in no training label map (background excluded)."""
+    present = set().union(*map(set, values_per_labeled_case)) if values_per_labeled_case else set()
+    return [name for name, value in sorted(labels.items(), key=lambda item: item[1])
+            if value != 0 and value not in present]
+
+
+def absent_labels_message(dataset_folder: Path, labels: dict[str, int], absent: Sequence[str]) -> str:
+    named = ", ".join(f'"{name}" ({labels[name]})' for name in absent)
+    return (f"{dataset_folder / 'dataset.json'}: declared label(s) {named} occur in no label map of "
+            f"{dataset_folder / 'labelsTr'}; a typo in dataset.json or an empty class? Its Dice and HD95 will be "
+            "undefined or 0 in every table")
+
+
 def labeled_count_problem(dataset_folder: Path, cases: Sequence[RawCase]) -> list[str]:
     if not any(case.is_labeled for case in cases):
         return [f"{dataset_folder / 'labelsTr'}: no labeled training case (at least one image in imagesTr needs "
