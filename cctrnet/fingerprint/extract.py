@@ -43,6 +43,7 @@ def analyse_case(case: RawCase, declared_labels: Sequence[int], case_index: int)
             result.problems.append(str(error))
             continue
         result.problems.extend(integrity.image_problems(path, array))
+        result.problems.extend(integrity.geometry_problems(path, g))
         if geometry is not None and not geometry.same_grid(g):
             result.problems.append(f"{path}: grid differs from {case.image_files[0].name}: "
                                    + "; ".join(geometry.differences(g)))
@@ -51,13 +52,13 @@ def analyse_case(case: RawCase, declared_labels: Sequence[int], case_index: int)
     label = None
     if case.label_file is not None:
         try:
-            label, label_geometry = read_image(case.label_file)
+            label, label_geometry = read_image(case.label_file, dtype=None)  # as stored: float32 would round 1e-40 to 0
         except ImageReadError as error:
             result.problems.append(str(error))
         else:
-            if geometry is not None:
-                result.problems.extend(integrity.label_problems(
-                    case.label_file, label, label_geometry, case.image_files[0], geometry, declared_labels))
+            result.problems.extend(integrity.geometry_problems(case.label_file, label_geometry))
+            result.problems.extend(integrity.label_problems(  # its values are checked even without its image
+                case.label_file, label, label_geometry, case.image_files[0], geometry, declared_labels))
     if result.problems or geometry is None:
         return result
 
