@@ -487,3 +487,9 @@ def test_class_positive_keys_detach_flag_controls_their_graph():
     keys = class_positive_keys(anchors, pixels, detach=False)
     keys.sum().backward()
     assert anchors.grad is not None and anchors.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 4, 4), (2, 3, 4), (2, 4, 4, 4)])
+def test_anchor_voxel_points_refuse_a_coordinate_map_of_the_wrong_shape(shape):
+    with pytest.raises(ValueError, match=r"coords_zyx must be \(b, 3, h, w\)"):
+        anchor_voxel_points(torch.zeros((1, 3), dtype=torch.long), torch.zeros(shape), torch.zeros(2, dtype=torch.long))
