@@ -23,7 +23,7 @@ setup(
     ],
     extras_require={
         "dask": ["dask[distributed]>=2024.1"],
-        "test": ["pytest>=7", "dask[distributed]>=2024.1"],
+        "test": ["pytest>=7", "hypothesis>=6", "dask[distributed]>=2024.1"],
         "reproduce": ["nilearn>=0.10"],
     },
     entry_points={

@@ -325,15 +325,13 @@ def test_a_missing_checkpoint_names_the_one_that_exists(tmp_path, cctr_folders, 
         ModelFolder.load(tmp_path / "half")
 
 
-def test_predict_help_is_fast():
+def test_predict_help():
+    """Its speed is measured by benchmarks/cli_latency_benchmark.py, not asserted here."""
     import subprocess
     import sys
-    import time
 
-    started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "cctrnet.cli.predict", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--disable-tta" in result.stdout
-    assert time.perf_counter() - started < 2.0
 
 
 # --- registration-only baseline ----------------------------------------------------------------------

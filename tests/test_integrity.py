@@ -115,3 +115,112 @@ def test_unknown_dataset_lists_existing_ones(tmp_path, cctr_folders):
                             capture_output=True, text=True)
     assert result.returncode != 0
     assert "Dataset004_Other" in result.stderr and str(cctr_folders["cctr_raw"]) in result.stderr
+
+
+def test_a_declared_label_that_never_occurs_is_a_warning_naming_it(tmp_path, capsys):
+    folder = write_raw_dataset(tmp_path)
+    content = json.loads((folder / "dataset.json").read_text())
+    content["labels"] = {"background": 0, "a": 1, "b": 2, "tumour": 3}  # declared, drawn in no label map
+    (folder / "dataset.json").write_text(json.dumps(content))
+    fingerprint = extract_fingerprint(folder, progress=False)
+    err = capsys.readouterr().err
+    assert fingerprint["labels_never_present"] == ["tumour"]
+    assert err.startswith("warning: ") and '"tumour" (3)' in err and str(folder / "dataset.json") in err
+    assert '"a"' not in err and '"b"' not in err
+
+
+def test_every_declared_label_present_gives_no_warning(tmp_path, capsys):
+    fingerprint = extract_fingerprint(write_raw_dataset(tmp_path), progress=False)
+    assert fingerprint["labels_never_present"] == [] and "warning" not in capsys.readouterr().err
+
+
+# --- the checks no test executed before (issue 13: weak places) -------------------------------------------------
+def _set_json(folder, **changes):
+    content = json.loads((folder / "dataset.json").read_text())
+    content.update(changes)
+    (folder / "dataset.json").write_text(json.dumps(content))
+
+
+@pytest.mark.parametrize("num_training", [3, 5])
+def test_num_training_must_match_images_tr(tmp_path, num_training):
+    folder = write_raw_dataset(tmp_path)  # 4 cases
+    _set_json(folder, numTraining=num_training)
+    (problem,) = _problems(folder)
+    assert problem == f"{folder / 'dataset.json'}: numTraining is {num_training} but {folder / 'imagesTr'} holds 4 case(s)"
+
+
+def test_num_training_equal_passes(tmp_path):
+    folder = write_raw_dataset(tmp_path)
+    _set_json(folder, numTraining=4)
+    extract_fingerprint(folder, progress=False)
+
+
+def test_non_integer_and_nan_labels_are_named(tmp_path):
+    folder = write_raw_dataset(tmp_path, num_labeled=3, num_unlabeled=0, file_ending=".mha")
+    image, label, geometry = blob_case(0)
+    half = label.astype(np.float32)
+    half[3, 10, 10] = 0.5
+    write_image(half, geometry, folder / "labelsTr" / "case000.mha")
+    nan = blob_case(1)[1].astype(np.float32)
+    nan[3, 10, 10] = np.nan
+    write_image(nan, blob_case(1)[2], folder / "labelsTr" / "case001.mha")
+    problems = _problems(folder)
+    assert sorted(problems) == sorted([
+        f"{folder / 'labelsTr' / 'case000.mha'}: contains non-integer values (a label map must hold class integers)",
+        f"{folder / 'labelsTr' / 'case001.mha'}: contains NaN or infinite values"])
+
+
+def test_an_extra_channel_file_is_named(tmp_path):
+    folder = write_raw_dataset(tmp_path)
+    image, _, geometry = blob_case(2)
+    write_image(image, geometry, folder / "imagesTr" / "case002_0001.nii.gz")
+    (problem,) = _problems(folder)
+    assert problem == (f"{folder / 'imagesTr'}: case case002 has channel file(s) case002_0001.nii.gz but dataset.json "
+                       "declares 1 channel(s)")
+
+
+def test_a_missing_channel_file_is_named(tmp_path):
+    folder = write_raw_dataset(tmp_path)
+    _set_json(folder, channel_names={"0": "MRI", "1": "T2"})
+    for case in ("case000", "case001", "case002"):
+        image, _, geometry = blob_case(0)
+        write_image(image, geometry, folder / "imagesTr" / f"{case}_0001.nii.gz")
+    (problem,) = _problems(folder)
+    assert problem == f"{folder / 'imagesTr'}: case case003 is missing channel file(s) case003_0001.nii.gz"
+
+
+def test_missing_dataset_json_and_images_tr_are_both_named(tmp_path):
+    folder = write_raw_dataset(tmp_path)
+    (folder / "dataset.json").unlink()
+    import shutil
+
+    shutil.rmtree(folder / "imagesTr")
+    problems = _problems(folder)
+    assert problems == [f"{folder / 'dataset.json'}: missing (every raw dataset needs a dataset.json)",
+                        f"{folder / 'imagesTr'}: missing folder (training images go here)"]
+
+
+def test_missing_images_tr_alone(tmp_path):
+    folder = write_raw_dataset(tmp_path)
+    import shutil
+
+    shutil.rmtree(folder / "imagesTr")
+    assert _problems(folder) == [f"{folder / 'imagesTr'}: missing folder (training images go here)"]
+
+
+def test_undeclared_value_is_named_exactly(tmp_path):
+    folder = write_raw_dataset(tmp_path)
+    _, label, geometry = blob_case(0)
+    write_image(np.where(label == 2, 3, label).astype(np.uint8), geometry, folder / "labelsTr" / "case000.nii.gz")
+    assert _problems(folder) == [f"{folder / 'labelsTr' / 'case000.nii.gz'}: label value(s) [3] are not declared in "
+                                 "dataset.json (declared: [0, 1, 2])"]
+
+
+def test_nan_voxel_count_is_exact(tmp_path):
+    folder = write_raw_dataset(tmp_path, file_ending=".mha")
+    image, _, geometry = blob_case(3)
+    image = image.astype(np.float32)
+    image[1, 2, 3] = np.nan
+    image[2, 2, 3] = np.inf
+    write_image(image, geometry, folder / "imagesTr" / "case003_0000.mha")
+    assert _problems(folder) == [f"{folder / 'imagesTr' / 'case003_0000.mha'}: 2 voxel(s) are NaN or infinite"]

@@ -445,3 +445,51 @@ def test_batched_point_mapper_gives_the_same_positives_and_nan_means_unregistere
     bank_of_three.insert(3, F.normalize(torch.randn(3, *shape, generator=generator), dim=0), slice_coords(1, shape))
     _, found_nan = registered_positive_keys(volumes, points, bank_of_three, per_pair)
     assert not found_nan.any()  # the only stored volume has no registration (NaN points)
+
+
+# --- gradient stopping of the positive keys (issue 13: the setting was never tested) ------------------------------
+def _contrastive_setup(seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    features = F.normalize(torch.randn(2, 6, 4, 5, generator=generator), dim=1)
+    labels = torch.randint(0, 3, (2, 4, 5), generator=generator)
+    settings = ContrastiveSettings(anchors_per_class=20, negatives_per_class=20)
+    pixels = sample_contrastive_pixels(labels, torch.ones(2, 4, 5), settings, torch.Generator().manual_seed(1))
+    anchors, negatives = pixels.gather(features)
+    return anchors.detach(), negatives.detach(), pixels, settings
+
+
+def _anchor_gradient(anchors, negatives, pixels, settings, override=None):
+    anchors = anchors.clone().requires_grad_()
+    supervised_contrastive_loss(anchors, negatives, pixels, settings, override).backward()
+    return anchors.grad
+
+
+def test_detached_positive_keys_act_as_constants():
+    from dataclasses import replace
+
+    anchors, negatives, pixels, settings = _contrastive_setup()
+    assert settings.detach_positive_keys  # the default
+    detached = _anchor_gradient(anchors, negatives, pixels, settings)
+    # the same loss with the keys computed beforehand and passed in as constants
+    constant_keys = class_positive_keys(anchors, pixels, detach=True)
+    attached = replace(settings, detach_positive_keys=False)
+    as_constants = _anchor_gradient(anchors, negatives, pixels, attached, override=constant_keys)
+    assert torch.allclose(detached, as_constants, atol=1e-6)
+    # without detaching, the gradient also flows through the keys, and differs
+    through_keys = _anchor_gradient(anchors, negatives, pixels, attached)
+    assert (through_keys - detached).abs().max() > 1e-4
+
+
+def test_class_positive_keys_detach_flag_controls_their_graph():
+    anchors, _, pixels, _ = _contrastive_setup()
+    anchors = anchors.clone().requires_grad_()
+    assert not class_positive_keys(anchors, pixels, detach=True).requires_grad
+    keys = class_positive_keys(anchors, pixels, detach=False)
+    keys.sum().backward()
+    assert anchors.grad is not None and anchors.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 4, 4), (2, 3, 4), (2, 4, 4, 4)])
+def test_anchor_voxel_points_refuse_a_coordinate_map_of_the_wrong_shape(shape):
+    with pytest.raises(ValueError, match=r"coords_zyx must be \(b, 3, h, w\)"):
+        anchor_voxel_points(torch.zeros((1, 3), dtype=torch.long), torch.zeros(shape), torch.zeros(2, dtype=torch.long))

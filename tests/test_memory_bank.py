@@ -180,3 +180,48 @@ def test_batch_larger_than_the_bank_keeps_its_last_slices():
     assert bank.keys() == [(0, 2), (0, 3)]
     looked_up, found = bank.gather(torch.zeros(2, dtype=torch.long), torch.tensor([[2.0, 1.0, 1.0], [3.0, 1.0, 1.0]]))
     assert found.all() and looked_up[:, 0].tolist() == [2.0, 3.0]
+
+
+# --- lookups at non-integer coordinates (issue 13: weak places) ------------------------------------------------
+def _ramp_bank(settings: MemoryBankSettings, shape_zyx=(3, 6, 9)) -> FeatureMemoryBank:
+    """One stored slice z=1 whose two feature channels are the voxel's own y and x (unequal sizes: 6 x 9)."""
+    _, h, w = shape_zyx
+    bank = FeatureMemoryBank([shape_zyx, (2, 4, 4)], 2, settings)
+    yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    bank.insert(0, torch.stack([yy, xx]), grid_coords(1, h, w))
+    return bank
+
+
+def test_nearest_lookup_rounds_non_integer_points_per_axis():
+    bank = _ramp_bank(EXACT)
+    points = torch.tensor([[1.4, 2.3, 6.6], [0.6, 4.7, 1.2], [1.0, 0.49, 8.4], [1.49, 5.4, 7.51]])
+    features, found = bank.gather(torch.zeros(4, dtype=torch.long), points)
+    assert found.tolist() == [True, True, True, True]  # z 1.4, 0.6 and 1.49 round to the stored slice 1
+    assert features.tolist() == [[2.0, 7.0], [5.0, 1.0], [0.0, 8.0], [5.0, 8.0]]  # (y, x), never swapped
+
+
+def test_points_rounding_outside_the_slice_or_volume_are_not_found():
+    bank = _ramp_bank(EXACT)
+    points = torch.tensor([[1.6, 2.0, 2.0], [0.4, 2.0, 2.0], [1.0, 5.6, 2.0], [1.0, 2.0, 8.6], [1.0, -0.6, 2.0],
+                           [1.0, 2.0, -0.51], [1.0, 5.4, 8.4], [float("nan"), 1.0, 1.0]])
+    _, found = bank.gather(torch.zeros(len(points), dtype=torch.long), points)
+    assert found.tolist() == [False, False, False, False, False, False, True, False]
+    _, other_volume = bank.gather(torch.tensor([1]), torch.tensor([[1.0, 2.0, 2.0]]))
+    assert other_volume.tolist() == [False]  # same slice index, another volume: not stored
+
+
+def test_bilinear_lookup_interpolates_between_cells():
+    bank = _ramp_bank(MemoryBankSettings(downsample_factor=1, storage_dtype="float32", bilinear=True))
+    points = torch.tensor([[1.2, 2.25, 6.5], [1.0, 0.75, 3.1], [1.0, 4.0, 7.0]])
+    features, found = bank.gather(torch.zeros(3, dtype=torch.long), points)
+    assert found.all()
+    assert torch.allclose(features, points[:, 1:], atol=1e-5)  # a linear ramp is reproduced exactly
+
+
+def test_bilinear_lookup_with_a_reduced_grid_follows_cell_centres():
+    bank = _ramp_bank(MemoryBankSettings(downsample_factor=3, storage_dtype="float32", bilinear=True), (3, 6, 9))
+    # reduced cell i holds the mean of voxels 3i..3i+2, centred on voxel 3i+1: the ramp is linear there too
+    points = torch.tensor([[1.0, 1.0, 1.0], [1.0, 2.5, 4.0], [1.0, 4.0, 5.5], [1.0, 1.75, 7.0]])
+    features, found = bank.gather(torch.zeros(4, dtype=torch.long), points)
+    assert found.all()
+    assert torch.allclose(features, points[:, 1:], atol=1e-5)

@@ -277,13 +277,11 @@ def test_cctr_predict_applies_postprocessing_by_default_and_honours_no_postproce
     np.testing.assert_array_equal(processed, plan.apply(before))
 
 
-def test_determine_help_is_fast():
+def test_determine_help():
+    """Its speed is measured by benchmarks/cli_latency_benchmark.py, not asserted here."""
     import subprocess
     import sys
-    import time
 
-    started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "cctrnet.cli.determine_postprocessing", "--help"],
                             capture_output=True, text=True)
     assert result.returncode == 0 and "-m" in result.stdout
-    assert time.perf_counter() - started < 2.0

@@ -84,3 +84,19 @@ def test_dataset_preprocessing_is_resumable_and_detects_stale_cases(tmp_path):
     write_image(label, geometry, folder / "labelsTr" / "case001.nii.gz")
     assert preprocess_dataset(cases, _configuration((2.0, 2.0)), LABELS, out, progress=False)["preprocessed"] == 1
     assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_preprocessed_intensities_are_the_normalised_raw_crop():
+    """Without resampling, each preprocessed voxel is the z-scored raw voxel of the crop (issue 13: weak places)."""
+    image, label, geometry = blob_case(4, shape_zyx=(5, 30, 44))  # unequal y/x, zero padding around the body
+    spacing_yx = (geometry.spacing_xyz[1], geometry.spacing_xyz[0])
+    data, seg, properties = preprocess_arrays(image[None], label, geometry, _configuration(spacing_yx), LABELS)
+    start, stop = properties["crop_bbox_zyx"]
+    nonzero = np.argwhere(image != 0)
+    assert start == nonzero.min(0).tolist() and stop == (nonzero.max(0) + 1).tolist()
+    crop = image[tuple(slice(a, b) for a, b in zip(start, stop))]
+    expected = (crop - crop.mean()) / crop.std()
+    np.testing.assert_allclose(data[0], expected, atol=1e-4)
+    np.testing.assert_array_equal(seg, label[tuple(slice(a, b) for a, b in zip(start, stop))])
+    cropped = Geometry.from_dict(properties["geometry_cropped"])
+    np.testing.assert_allclose(cropped.origin_xyz, geometry.index_zyx_to_physical_xyz(np.array(start, float)))

@@ -1,7 +1,6 @@
 """Registration stage: engines, pair store, failures, resume, BRS, registered labels, point maps, Dask."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -281,14 +280,16 @@ def test_dask_path_gives_the_same_transforms_as_local(tmp_path):
         assert np.allclose(a, b, atol=1e-6)
 
 
-def test_point_mapping_is_fast(tmp_path):
+def test_point_mapping_of_many_points_is_cached_and_repeatable(tmp_path):
+    """Functional part only; its speed (100,000 points) is measured by benchmarks/registration_benchmark.py."""
     dataset = standard_dataset(tmp_path)
     run_registration_stage(dataset, ["c0"], engine="torch", settings=FAST, write_report=False)
     mapper = load_training_registration(dataset, ["c0"]).point_mapper
     points = torch.rand(100_000, 3) * torch.tensor(SHAPE_ZYX, dtype=torch.float32)
-    mapper.map_points("c1", "c0", points)  # builds and caches the map
-    best = min(_timed(lambda: mapper.map_points("c1", "c0", points)) for _ in range(5))
-    assert best < 0.01
+    first = mapper.map_points("c1", "c0", points)  # builds and caches the map
+    again = mapper.map_points("c1", "c0", points)
+    assert first.shape == (100_000, 3) and torch.isfinite(first).all()
+    assert torch.equal(first, again)
 
 
 def test_cli_registers_a_dataset(tmp_path, monkeypatch):
@@ -299,12 +300,6 @@ def test_cli_registers_a_dataset(tmp_path, monkeypatch):
     assert main(["-d", "1", "--registration-engine", "torch", "--labeled-cases", "c0", "c1"]) == 0
     assert (tmp_path / "Dataset001_Tiny" / "registration" / "2d" / "affine" / "brs_scores.json").exists()
     assert main(["-d", "7"]) == 1
-
-
-def _timed(function) -> float:
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
 
 
 def _transform(text: str):

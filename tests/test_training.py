@@ -257,3 +257,41 @@ def test_fused_registered_labels_and_the_fading_weight_train(tiny_dataset, tmp_p
     trainer.run(progress=False)
     factors = [v for _, v in trainer.log.history["rsl_fade"]]
     assert len(factors) == 3 and all(0.0 < f <= 1.0 for f in factors)
+
+
+# --- how the trainers combine their losses (issue 13: weak places) -----------------------------------------------
+def test_each_cross_teaching_branch_is_taught_by_the_other(tiny_dataset, tmp_path, monkeypatch):
+    import cctrnet.training.trainers.cross_teaching as cross_teaching
+
+    calls = []
+    original = cross_teaching.cross_pseudo_supervision_loss
+
+    def recording(student_logits, teacher_logits, *args, **kwargs):
+        calls.append((student_logits.detach().clone(), teacher_logits.detach().clone()))
+        return original(student_logits, teacher_logits, *args, **kwargs)
+
+    monkeypatch.setattr(cross_teaching, "cross_pseudo_supervision_loss", recording)
+    trainer = _trainer("CTSTrainer", 4, tmp_path / "cts")
+    loader = trainer.build_loader()
+    batch = loader.next_batch()
+    loader.close()
+    trainer.compute_losses(batch)
+    assert len(calls) == 2  # one per branch
+    (student_a, teacher_of_a), (student_b, teacher_of_b) = calls
+    assert not torch.equal(student_a, teacher_of_a) and not torch.equal(student_b, teacher_of_b)  # nobody self-taught
+    assert torch.equal(teacher_of_a, student_b) and torch.equal(teacher_of_b, student_a)
+
+
+def test_the_mean_teacher_moves_towards_the_student(tiny_dataset, tmp_path):
+    trainer = _trainer("UAMTTrainer", 4, tmp_path / "uamt")
+    student = trainer.branches["branch_a"]
+    before = [p.detach().clone() for p in trainer.teacher.parameters()]
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)  # the student has learnt something the teacher has not seen
+    trainer.iteration = 9
+    trainer.on_step_end({})
+    decay = min(1 - 1 / 10, trainer.config.uamt_ema_decay)
+    for old, new, s in zip(before, trainer.teacher.parameters(), student.parameters()):
+        assert torch.allclose(new, decay * old + (1 - decay) * s, atol=1e-6)
+    assert any(not torch.equal(old, new) for old, new in zip(before, trainer.teacher.parameters()))

@@ -44,11 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     from cctrnet.preprocessing.pipeline import plan_and_preprocess_dataset, PipelineError
     from cctrnet.planning.planner import PlannerSettings
     from cctrnet.registration.runner import PairsNotComputed
+    from cctrnet.utilities.file_io import FileWriteError
 
     settings = PlannerSettings(branch_b=args.branch_b, gpu_memory_target_gb=args.gpu_memory_target)
     if args.cpu_step_seconds is not None:
         settings.cpu_step_seconds_budget = args.cpu_step_seconds
-    failed = []
+    failed, write_failed = [], []
     for identifier in args.dataset:
         start = time.perf_counter()
         try:
@@ -69,8 +70,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nerror: {error}", file=sys.stderr)
             failed.append(f"{identifier} (registration incomplete)")
             continue
+        except FileWriteError as error:  # disk full, read-only output: the files written before stay complete
+            print(f"\nerror: {error}", file=sys.stderr)
+            failed.append(identifier)
+            write_failed.append(identifier)
+            continue
         print(f"dataset {identifier}: done in {time.perf_counter() - start:.1f} s")
     if failed:
+        if write_failed:
+            return fail(f"{len(failed)} dataset(s) failed: {', '.join(failed)}; a file that could not be written "
+                        "keeps its previous complete version, and a rerun continues from the files written")
         return fail(f"{len(failed)} dataset(s) failed: {', '.join(failed)}; nothing was written for them")
     return 0
 

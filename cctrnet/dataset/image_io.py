@@ -1,7 +1,9 @@
 """Reading and writing volumes with their geometry through SimpleITK (any format it reads)."""
 from __future__ import annotations
 
+import errno
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -17,16 +19,20 @@ class ImageReadError(RuntimeError):
     """A file could not be read as a 3D image; the message names the file."""
 
 
-def read_image(path: str | os.PathLike, dtype: type = np.float32) -> tuple[np.ndarray, Geometry]:
-    """Read one single-channel 3D image: array indexed (z, y, x) and its geometry."""
+def read_image(path: str | os.PathLike, dtype: type | None = np.float32) -> tuple[np.ndarray, Geometry]:
+    """Read one single-channel 3D image: array indexed (z, y, x) and its geometry.
+
+    ``dtype=None`` keeps the file's own voxel type (for checks that a conversion could hide).
+    """
     import SimpleITK as sitk
 
     path = Path(path)
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a folder, not an image file")
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown error"
-        raise ImageReadError(f"{path}: cannot be read as an image ({first_line})") from error
+        raise ImageReadError(f"{path}: cannot be read as an image ({_reader_message(str(error), path)})") from error
     if image.GetDimension() != 3:
         raise ImageReadError(f"{path}: expected a 3D image, found {image.GetDimension()}D of size {image.GetSize()}")
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -34,8 +40,27 @@ def read_image(path: str | os.PathLike, dtype: type = np.float32) -> tuple[np.nd
             f"{path}: expected one component per voxel, found {image.GetNumberOfComponentsPerPixel()} "
             "(store each channel as its own file, {case}_{channel:04d})"
         )
+    if 0 in image.GetSize():
+        raise ImageReadError(f"{path}: the image is empty (size (x, y, z) {image.GetSize()})")
     array = sitk.GetArrayFromImage(image)
-    return array.astype(dtype, copy=False), Geometry.from_sitk(image)
+    return (array if dtype is None else array.astype(dtype, copy=False)), Geometry.from_sitk(image)
+
+
+def _reader_message(text: str, path: Path) -> str:
+    """ITK's exception text as one line: the error itself, without source locations and object addresses."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("Exception thrown in SimpleITK")]
+    lines = [re.sub(r"^(ITK|sitk)(::| )ERROR:\s*", "", line) for line in lines]
+    lines = [re.sub(r"^\w+\(0x[0-9a-f]+\):\s*", "", line) for line in lines]
+    message = "; ".join(lines).replace(str(path), "the file") or "unknown error"
+    hint = ""
+    if "spacing" in message.lower():
+        hint = " (the spacing in the header must be positive and finite)"
+    elif "direction" in message.lower():
+        hint = " (the direction matrix in the header must be invertible and finite)"
+    elif "dimension" in message.lower():
+        hint = " (expected a 3D image)"
+    return (message[:300] + ("..." if len(message) > 300 else "")) + hint
 
 
 def read_case_images(paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, Geometry]:
@@ -64,7 +89,11 @@ def write_image(array_zyx: np.ndarray, geometry: Geometry, path: str | os.PathLi
     image = sitk.GetImageFromArray(array_zyx)
     geometry.apply_to_sitk(image)
     with atomic_path(path) as tmp:
-        sitk.WriteImage(image, str(tmp), compress)
+        try:
+            sitk.WriteImage(image, str(tmp), compress)
+        except RuntimeError as error:  # SimpleITK reports a full disk or a refused write as a RuntimeError
+            lines = str(error).strip().splitlines()
+            raise OSError(errno.EIO, lines[-1].strip() if lines else "SimpleITK could not write it") from error
 
 
 def file_ending_of(path: str | os.PathLike) -> str:

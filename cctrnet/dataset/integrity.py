@@ -39,6 +39,8 @@ def layout_problems(dataset_folder: Path) -> tuple[list[str], dict | None]:
             content = load_json(json_path)
         except ValueError as error:
             problems.append(f"{json_path}: not valid JSON ({error})")
+        except OSError as error:  # a folder of that name, no permission
+            problems.append(f"{json_path}: cannot be read ({error.strerror or error})")
         else:
             json_problems = dataset_json_problems(content, json_path)
             problems.extend(json_problems)
@@ -113,13 +115,37 @@ def image_problems(path: Path, array: np.ndarray) -> list[str]:
     return []
 
 
-def label_problems(
-    label_path: Path, label: np.ndarray, label_geometry: Geometry, image_path: Path, image_geometry: Geometry,
-    declared_labels: Sequence[int],
-) -> list[str]:
-    """Problems of a label map: grid against its image, and values against dataset.json."""
+SPACING_RANGE_MM = (1e-6, 1e6)  # outside it the header is not in millimetres, or not a spacing at all
+ORTHONORMAL_TOLERANCE = 1e-3
+
+
+def geometry_problems(path: Path, geometry: Geometry) -> list[str]:
+    """Problems of an image's header geometry: spacing, origin and direction (the reader accepts more)."""
     problems = []
-    differences = label_geometry.differences(image_geometry)
+    spacing = np.asarray(geometry.spacing_xyz)
+    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        problems.append(f"{path}: spacing (x, y, z) {geometry.spacing_xyz} must be positive and finite")
+    elif np.any(spacing < SPACING_RANGE_MM[0]) or np.any(spacing > SPACING_RANGE_MM[1]):
+        problems.append(f"{path}: spacing (x, y, z) {geometry.spacing_xyz} mm is implausible (expected "
+                        f"{SPACING_RANGE_MM[0]:g} to {SPACING_RANGE_MM[1]:g} mm); is the header in millimetres?")
+    if not np.all(np.isfinite(geometry.origin_xyz)):
+        problems.append(f"{path}: origin (x, y, z) {geometry.origin_xyz} must be finite")
+    direction = geometry.direction_matrix
+    if not np.all(np.isfinite(direction)):
+        problems.append(f"{path}: direction {geometry.direction_xyz} must be finite")
+    elif not np.allclose(direction.T @ direction, np.eye(3), atol=ORTHONORMAL_TOLERANCE):
+        problems.append(f"{path}: direction {geometry.direction_xyz} is not a rotation (its columns must be unit "
+                        "vectors at right angles); a scaled or sheared direction would misstate the spacing")
+    return problems
+
+
+def label_problems(
+    label_path: Path, label: np.ndarray, label_geometry: Geometry, image_path: Path,
+    image_geometry: Geometry | None, declared_labels: Sequence[int],
+) -> list[str]:
+    """Problems of a label map: grid against its image (when the image could be read), values against dataset.json."""
+    problems = []
+    differences = label_geometry.differences(image_geometry) if image_geometry is not None else []
     if differences:
         problems.append(f"{label_path}: grid differs from its image {image_path.name}: " + "; ".join(differences))
     if not np.all(np.isfinite(label)):
@@ -128,8 +154,11 @@ def label_problems(
     if not np.all(label == np.round(label)):
         problems.append(f"{label_path}: contains non-integer values (a label map must hold class integers)")
         return problems
-    values = set(np.unique(label).astype(np.int64).tolist())
-    undeclared = sorted(values - set(declared_labels))
+    unique = np.unique(label)
+    in_range = unique[np.abs(unique) < 2 ** 62]
+    values = set(in_range.astype(np.int64).tolist())
+    huge = [float(v) for v in unique if abs(v) >= 2 ** 62]
+    undeclared = [str(v) for v in sorted(values - set(declared_labels))] + [f"{v:g}" for v in huge]
     if undeclared:
         if values <= {0, 255} and 255 in values and 255 not in declared_labels:
             problems.append(
@@ -137,9 +166,23 @@ def label_problems(
                 f"(declared label values: {sorted(declared_labels)})"
             )
         else:
-            problems.append(f"{label_path}: label value(s) {undeclared} are not declared in dataset.json "
+            problems.append(f"{label_path}: label value(s) [{', '.join(undeclared)}] are not declared in dataset.json "
                             f"(declared: {sorted(declared_labels)})")
     return problems
+
+
+def labels_never_present(labels: dict[str, int], values_per_labeled_case: Sequence[Sequence[int]]) -> list[str]:
+    """Names of the declared foreground labels that occur in no training label map (background excluded)."""
+    present = set().union(*map(set, values_per_labeled_case)) if values_per_labeled_case else set()
+    return [name for name, value in sorted(labels.items(), key=lambda item: item[1])
+            if value != 0 and value not in present]
+
+
+def absent_labels_message(dataset_folder: Path, labels: dict[str, int], absent: Sequence[str]) -> str:
+    named = ", ".join(f'"{name}" ({labels[name]})' for name in absent)
+    return (f"{dataset_folder / 'dataset.json'}: declared label(s) {named} occur in no label map of "
+            f"{dataset_folder / 'labelsTr'}; a typo in dataset.json or an empty class? Its Dice and HD95 will be "
+            "undefined or 0 in every table")
 
 
 def labeled_count_problem(dataset_folder: Path, cases: Sequence[RawCase]) -> list[str]:

@@ -5,6 +5,7 @@ collects the fingerprint; nothing is written unless the whole dataset passed.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,6 +29,7 @@ class CaseAnalysis:
     problems: list[str] = field(default_factory=list)
     fingerprint: dict[str, Any] | None = None
     foreground_samples: list[np.ndarray] | None = None  # per channel
+    label_values: list[int] | None = None  # values present in the label map (labeled cases)
 
 
 def analyse_case(case: RawCase, declared_labels: Sequence[int], case_index: int) -> CaseAnalysis:
@@ -41,6 +43,7 @@ def analyse_case(case: RawCase, declared_labels: Sequence[int], case_index: int)
             result.problems.append(str(error))
             continue
         result.problems.extend(integrity.image_problems(path, array))
+        result.problems.extend(integrity.geometry_problems(path, g))
         if geometry is not None and not geometry.same_grid(g):
             result.problems.append(f"{path}: grid differs from {case.image_files[0].name}: "
                                    + "; ".join(geometry.differences(g)))
@@ -49,13 +52,13 @@ def analyse_case(case: RawCase, declared_labels: Sequence[int], case_index: int)
     label = None
     if case.label_file is not None:
         try:
-            label, label_geometry = read_image(case.label_file)
+            label, label_geometry = read_image(case.label_file, dtype=None)  # as stored: float32 would round 1e-40 to 0
         except ImageReadError as error:
             result.problems.append(str(error))
         else:
-            if geometry is not None:
-                result.problems.extend(integrity.label_problems(
-                    case.label_file, label, label_geometry, case.image_files[0], geometry, declared_labels))
+            result.problems.extend(integrity.geometry_problems(case.label_file, label_geometry))
+            result.problems.extend(integrity.label_problems(  # its values are checked even without its image
+                case.label_file, label, label_geometry, case.image_files[0], geometry, declared_labels))
     if result.problems or geometry is None:
         return result
 
@@ -70,6 +73,7 @@ def analyse_case(case: RawCase, declared_labels: Sequence[int], case_index: int)
         "is_labeled": label is not None,
     }
     if label is not None:
+        result.label_values = np.unique(label).astype(np.int64).tolist()
         foreground = crop_to_bbox(label, start, stop) > 0
         cropped = crop_to_bbox(data, start, stop)
         rng = np.random.default_rng(case_index)
@@ -124,6 +128,11 @@ def extract_fingerprint(dataset_folder: Path, num_processes: int = 1, progress: 
         parts = [a.foreground_samples[channel] for a in analyses if a.foreground_samples is not None]
         intensity[str(channel)] = intensity_statistics(np.concatenate(parts) if parts else np.zeros(0))
     per_case = {a.case_id: a.fingerprint for a in analyses}
+    absent = integrity.labels_never_present(dataset_json["labels"], [a.label_values for a in analyses
+                                                                     if a.label_values is not None])
+    if absent:
+        print(f"warning: {integrity.absent_labels_message(dataset_folder, dataset_json['labels'], absent)}",
+              file=sys.stderr)
     return {
         "dataset_name": dataset_folder.name,
         "channel_names": {str(k): v for k, v in sorted(channel_names.items())},
@@ -138,4 +147,5 @@ def extract_fingerprint(dataset_folder: Path, num_processes: int = 1, progress: 
         "foreground_intensity_properties_per_channel": intensity,
         "foreground_samples_per_case": FOREGROUND_SAMPLES_PER_CASE,
         "cases": per_case,
+        "labels_never_present": absent,
     }

@@ -317,8 +317,10 @@ class BaseTrainer:
         pass
 
     def save(self, path: Path) -> None:
+        """Write a checkpoint (rank 0 only); ``checkpoint_latest.pth`` keeps the one it replaces as its previous
+        checkpoint."""
         if self.distributed.is_main:
-            save_checkpoint(self.state_dict(), path)
+            save_checkpoint(self.state_dict(), path, keep_previous=Path(path).name == "checkpoint_latest.pth")
 
     def load(self, path: Path) -> None:
         state = load_checkpoint(path, self.device)
