@@ -53,7 +53,7 @@ def trained(tmp_path_factory):
                              config=PhantomConfig.tiny(), show_progress=False)
     plan_and_preprocess_dataset("8", settings=SMALL_CPU_PLAN, device_name="cpu", progress=False)
     two = train("8", "CCTRTrainer", num_labeled=2, iterations=4, device_name="cpu", overrides=FAST, progress=False,
-                validate=True)
+                validate=True, validation_set="test")  # 2 labeled cases: nothing to hold out, the test set by name
     one = train("8", "LabeledOnlyTrainer", num_labeled=2, iterations=2, device_name="cpu", overrides=FAST,
                 progress=False)
     yield {**env, "two": two, "one": one}
@@ -106,7 +106,7 @@ def test_missing_log_registration_and_checkpoint_are_named_not_raised(trained, t
 
 def test_cctr_evaluate_with_a_model_writes_the_report_next_to_the_predictions(trained, tmp_path):
     predictions = tmp_path / "pred"
-    shutil.copytree(trained["two"] / "validation", predictions, ignore=shutil.ignore_patterns("*.json", "*.html"))
+    shutil.copytree(trained["two"] / "test", predictions, ignore=shutil.ignore_patterns("*.json", "*.html"))
     done = subprocess.run([sys.executable, "-m", "cctrnet.cli.evaluate", "-ref",
                            str(trained["cctr_raw"] / "Dataset008_TinyReport" / "labelsTs"), "-pred", str(predictions),
                            "-m", str(trained["two"]), "--quiet"], capture_output=True, text=True)

@@ -104,10 +104,14 @@ def read_sources(model_folder: Path, evaluation_summary: Path | None = None) -> 
                            f"cctr_register -d {dataset_name} write it; training registers its pairs without it)")
         sources.suggestion = _read_json(registration / "suggested_labels.json", "label suggestion", missing,
                                         required=False)
-    evaluation = Path(evaluation_summary) if evaluation_summary is not None else folder / "validation" / "summary.json"
+    if evaluation_summary is not None:
+        evaluation = Path(evaluation_summary)
+    else:  # cctr_train --val writes validation/, --val --val-set test writes test/; the validation set first
+        candidates = [folder / part / "summary.json" for part in ("validation", "test")]
+        evaluation = next((c for c in candidates if c.is_file()), candidates[0])
     sources.evaluation_path = evaluation
     sources.evaluation = _read_json(evaluation, "validation / test metrics", [])
     if sources.evaluation is None:
         missing.append(f"validation / test metrics: {evaluation} does not exist or is unreadable (cctr_train --val "
-                       "or cctr_evaluate -m writes it)")
+                       "[--val-set test] or cctr_evaluate -m writes it)")
     return sources
