@@ -68,11 +68,18 @@ def write_table_outputs(table: str, selection: Selection, jobs: Sequence[Job], w
             ["The same runs' predictions before the model folder's postprocessing.json (cctr_predict "
              "--save-without-postprocessing); rows without a trained model (registration only, nnU-Net) are "
              "absent here."]).replace("# ", "## ", 1)
+    validation = build_table(table, selection, iterations, results, "metrics_validation")
+    if any(row["n_seeds"] for block in validation for row in block["rows"]):
+        markdown += "\n" + render_markdown(
+            TITLES[table] + " - validation patients", validation,
+            ["The same runs on the validation volumes (imagesVal, with post-processing): the numbers that choose "
+             "settings beyond the paper; the test tables above only report."]).replace("# ", "## ", 1)
     data = {"table": table, "selection": vars(selection), "iterations": iterations, "budget": lines,
             "command": " ".join(["python", "benchmarks/reproduce.py", *getattr(args, "argv", [])]),
             "arguments": {k: str(v) for k, v in vars(args).items()}, "machine": machine(),
             "prepare": {d: read_json(work.prepare_path(d)) for d in selection.datasets},
-            "blocks": blocks, "blocks_without_postprocessing": unprocessed, "runs": {jid: results[jid] for jid in sorted(wanted) if jid in results}}
+            "blocks": blocks, "blocks_without_postprocessing": unprocessed,
+            "blocks_validation": validation, "runs": {jid: results[jid] for jid in sorted(wanted) if jid in results}}
     json_path = work.root / f"reproduce_{table}.json"
     md_path = work.root / f"reproduce_{table}.md"
     save_json(data, json_path)

@@ -188,9 +188,9 @@ def prepare_dataset(work: WorkFolder, dataset: str, cpu_step_seconds: float, ech
 
 # --- evaluation ---------------------------------------------------------------------------------------------
 def evaluate(recorder: StepRecorder, work: WorkFolder, prepared: dict, predictions: Path,
-             step_name: str = "evaluate") -> dict[str, Any]:
+             step_name: str = "evaluate", reference: str = "labelsTs") -> dict[str, Any]:
     raw = work.raw / prepared["dataset_name"]
-    recorder.run(step_name, ["cctr_evaluate", "-ref", str(raw / "labelsTs"), "-pred", str(predictions),
+    recorder.run(step_name, ["cctr_evaluate", "-ref", str(raw / reference), "-pred", str(predictions),
                              "-d", str(prepared["dataset_id"]), "--quiet"])
     return metrics_from_summary(read_json(predictions / "summary.json"))
 
@@ -252,6 +252,17 @@ def run_training_job(work: WorkFolder, job: Job, prepared: dict, disable_tta: bo
     recorder.run("predict", command + (["--disable-tta"] if disable_tta else []))
     config = read_json(model / "config.json") or {}
     unprocessed = predictions / UNPROCESSED_SUBFOLDER
+    validation_images = work.raw / prepared["dataset_name"] / "imagesVal"
+    if validation_images.is_dir():  # settings beyond the paper are chosen on these, never on the test volumes
+        validation_predictions = folder / "predictions_validation"
+        command = ["cctr_predict", "-i", str(validation_images), "-o", str(validation_predictions), "-m", str(model),
+                   "--device", "cpu", "--quiet", "--save-without-postprocessing"]
+        recorder.run("predict_validation", command + (["--disable-tta"] if disable_tta else []))
+        result["metrics_validation"] = evaluate(recorder, work, prepared, validation_predictions,
+                                                "evaluate_validation", "labelsVal")
+        result["metrics_validation_without_postprocessing"] = evaluate(
+            recorder, work, prepared, validation_predictions / UNPROCESSED_SUBFOLDER,
+            "evaluate_validation_without_postprocessing", "labelsVal")
     result.update({"model_folder": str(model), "labeled_cases": read_json(model / "labeled_cases.json")["labeled"],
                    "settings": config.get("settings"), "num_iterations": config.get("num_iterations"),
                    "metrics": evaluate(recorder, work, prepared, predictions),
