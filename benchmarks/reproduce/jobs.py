@@ -17,7 +17,7 @@ DATASETS = {  # benchmark name -> (dataset id, generator command)
     "acdc": (3, ["cctr_generate_acdc_population", "-d", "3", "--patients", "25", "--split", "0.4", "0.2", "0.4",
                  "-np", "2"]),
 }
-TABLES = ("core", "ablation", "registration")
+TABLES = ("core", "ablation", "registration", "robustness")
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,16 @@ REGISTRATION_METHODS = [  # the paper's "Ours (Affine)" and "Ours (Affine+Deform
     _train("CCT-R (affine)", "CCTRTrainer", "registration_method=affine"),
     _train("CCT-R (affine+deformable)", "CCTRTrainer", "registration_method=affine_deformable"),
 ]
+ROBUSTNESS_METHODS = [  # issue 12 section 4: settings beyond the paper, chosen on the validation patients
+    # with deformable registration, the choice `auto` made on the ACDC-like population (its registration_choice.json),
+    # so the first row is the registration table's run
+    _train("CCT-R (affine+deformable)", "CCTRTrainer", "registration_method=affine_deformable"),
+    _train("+ fading w_rs", "CCTRTrainer", "registration_method=affine_deformable", "rsl_fade=true"),
+    _train("+ majority of atlases", "CCTRTrainer", "registration_method=affine_deformable", "rsl_fusion=majority"),
+    _train("+ both", "CCTRTrainer", "registration_method=affine_deformable", "rsl_fade=true",
+           "rsl_fusion=majority"),
+]
+ROBUSTNESS_DATASETS = ("acdc",)
 # --methods names -> method labels of the core table (ablation rows are chosen with --tables)
 METHOD_ALIASES = {"LS": "LS", "CPS": "CPS", "CTS": "CTS", "CCTR": "CCT-R", "CCT-R": "CCT-R",
                   "regonly": "registration only", "nnunet": "nnU-Net v2 2d", "FS": "FS (all labels)"}
@@ -184,6 +194,8 @@ def table_methods(table: str, selection: Selection) -> list[Method]:
         return list(ABLATION_METHODS)
     if table == "registration":
         return list(REGISTRATION_METHODS)
+    if table == "robustness":
+        return list(ROBUSTNESS_METHODS)
     if selection.methods is None:
         return list(CORE_METHODS)
     unknown = [m for m in selection.methods if m not in METHOD_ALIASES]
@@ -194,6 +206,8 @@ def table_methods(table: str, selection: Selection) -> list[Method]:
 
 
 def table_datasets(table: str, selection: Selection) -> list[str]:
+    if table == "robustness":
+        return [d for d in selection.datasets if d in ROBUSTNESS_DATASETS]
     return [d for d in selection.datasets if table == "core" or d in ABLATION_DATASETS]
 
 
