@@ -4,7 +4,7 @@ Input layout (as downloaded; the ``database`` level is optional)::
 
     database/training/patient001/{Info.cfg, patient001_4d.nii.gz,
                                   patient001_frame01.nii.gz, patient001_frame01_gt.nii.gz, ...}
-    database/testing/patient101/...
+    database/testing/patient101/...          (the 2017 release: testing/testing/patient101/...)
 
 Each patient gives two cases, its end-diastolic (ED) and end-systolic (ES) frames as named in
 Info.cfg (``ED: 1`` -> ``patient001_frame01``). Labels keep ACDC's values: 0 background, 1 RV,
@@ -44,14 +44,22 @@ class AcdcConversionSettings:
 
 
 def patient_folders_roots(acdc_root: Path) -> list[Path]:
-    """The folders holding ``patientXXX`` folders: training/ and testing/, with or without database/."""
+    """The folders holding ``patientXXX`` folders: training/ and testing/, with or without database/, and the
+    2017 release's nested ``testing/testing/`` (or ``training/training/``) when that is where the patients are."""
     for base in (acdc_root, acdc_root / "database"):
-        roots = [base / part for part in ("training", "testing") if (base / part).is_dir()]
+        roots = [_patients_level(base / part) for part in ("training", "testing") if (base / part).is_dir()]
         if roots:
             return roots
     if any(p.is_dir() and p.name.startswith("patient") for p in acdc_root.iterdir()):
         return [acdc_root]
     return []
+
+
+def _patients_level(part_folder: Path) -> Path:
+    """``part_folder`` itself, or its same-named subfolder when only that one holds patient folders."""
+    nested = part_folder / part_folder.name
+    has_patients = any(p.is_dir() and p.name.startswith("patient") for p in part_folder.iterdir())
+    return nested if nested.is_dir() and not has_patients else part_folder
 
 
 def read_info_cfg(path: Path) -> dict[str, str]:

@@ -117,6 +117,16 @@ def test_acdc_database_level_and_parallel_give_the_same_result(tmp_path):
             assert np.array_equal(read_volume(serial / sub / name)[0], read_volume(parallel / sub / name)[0])
 
 
+def test_acdc_2017_release_with_nested_testing_folder(tmp_path):
+    """The 2017 download unpacks its test patients to testing/testing/patientXXX."""
+    source = make_acdc(tmp_path / "acdc")
+    (source / "testing").rename(tmp_path / "testing_flat")
+    (source / "testing").mkdir()
+    (tmp_path / "testing_flat").rename(source / "testing" / "testing")
+    out = acdc.convert_acdc(source, tmp_path / "raw", ACDC_SPLIT)
+    assert names_in(out / "imagesTs") == {f"{c}_0000.nii.gz" for c in acdc_case_ids(ACDC_SPLIT["test"])}
+
+
 def test_acdc_reports_every_layout_problem_and_writes_nothing(tmp_path):
     source = make_acdc(tmp_path / "acdc")
     folder = source / "training"
