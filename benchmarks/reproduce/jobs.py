@@ -208,6 +208,8 @@ def table_methods(table: str, selection: Selection) -> list[Method]:
 def table_datasets(table: str, selection: Selection) -> list[str]:
     if table == "robustness":
         return [d for d in selection.datasets if d in ROBUSTNESS_DATASETS]
+    if table == "registration":
+        return [d for d in selection.datasets if d in ABLATION_DATASETS + ROBUSTNESS_DATASETS]
     return [d for d in selection.datasets if table == "core" or d in ABLATION_DATASETS]
 
 
