@@ -295,3 +295,22 @@ def test_the_mean_teacher_moves_towards_the_student(tiny_dataset, tmp_path):
     for old, new, s in zip(before, trainer.teacher.parameters(), student.parameters()):
         assert torch.allclose(new, decay * old + (1 - decay) * s, atol=1e-6)
     assert any(not torch.equal(old, new) for old, new in zip(before, trainer.teacher.parameters()))
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_error_line_not_a_traceback(tiny_dataset, monkeypatch, capsys):
+    import errno
+
+    import cctrnet.training.trainers.base as base
+    from cctrnet.cli.train import main
+    from cctrnet.utilities.file_io import FileWriteError
+
+    def full_disk(state, path, keep_previous=False):
+        raise FileWriteError(errno.ENOSPC, f"could not write {path}: No space left on device", str(path))
+
+    monkeypatch.setattr(base, "save_checkpoint", full_disk)
+    code = main(["7", "-tr", "LabeledOnlyTrainer", "--labeled", "2", "--iterations", "2", "--seed", "11",
+                 "--device", "cpu", "--no-progress", "--set", "num_workers=0"])
+    error = capsys.readouterr().err
+    assert code == 1
+    assert "checkpoint_final.pth" in error and "No space left" in error and "--c" in error
+    assert "Traceback" not in error

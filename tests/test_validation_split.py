@@ -97,6 +97,18 @@ def test_held_out_cases_leave_the_run_and_the_curve_is_recorded(prepared):
     log = (folder / "training_log.txt").read_text()
     assert "2 labeled case(s) held out, not trained on at all" in log and "it 4: val_dice_A" in log
 
+    from cctrnet.postprocessing.determine import held_out_validation_cases, registered_label_maps
+
+    assert held_out_validation_cases(folder) == sorted(held_out)
+    from cctrnet.registration.stage import run_registration_stage
+
+    preprocessed = Path(prepared["cctr_preprocessed"]) / setup.dataset_name
+    run_registration_stage(preprocessed, setup.labeled_cases, method="affine", write_report=False)
+    _, every_map = registered_label_maps(preprocessed, setup.labeled_cases, "affine", "2d")
+    assert set(held_out) <= {case for case, _ in every_map()}  # the held-out images are registered ...
+    _, maps = registered_label_maps(preprocessed, setup.labeled_cases, "affine", "2d", held_out)
+    assert set(held_out).isdisjoint(case for case, _ in maps())  # ... and left out of the decision
+
 
 def test_images_val_is_preprocessed_apart_and_used_as_the_validation_set(prepared):
     from cctrnet.training.run_setup import RunSetupError, prepare_run

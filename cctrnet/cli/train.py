@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     launched = start_or_join_processes(args, sys.argv[1:] if argv is None else argv)
     if launched is not None:  # --num-processes N: this process started N ranks and watched them
         return launched
+    from cctrnet.utilities.file_io import FileWriteError
     from cctrnet.utilities.stop_signals import StopRequested, exit_code, raise_on_sigterm
 
     raise_on_sigterm()  # outside the training loop too: finally blocks run, no worker is left behind
@@ -109,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
               val_fraction=args.val_fraction, val_cases=args.val_cases, validation_set=args.val_set)
     except TrainingRunError as error:
         return fail(str(error))
+    except FileWriteError as error:  # disk full, read-only: the file keeps its previous complete version
+        return fail(f"{error}; the previous version of that file is unchanged: free the space (or make the folder "
+                    "writable) and continue the run with --c")
     except TrainingStopped as stop:
         print(str(stop), file=sys.stderr)
         return exit_code(stop.signum)

@@ -59,14 +59,17 @@ def labeled_label_maps(data_folder: Path, case_ids: Sequence[str]) -> Iterator[t
 
 
 def registered_label_maps(preprocessed_dataset_folder: Path, labeled_cases: Sequence[str], method: str,
-                          configuration: str) -> tuple[list[str], Callable[[], Iterator[tuple[str, np.ndarray]]]]:
-    """(unlabeled cases without a usable registration, a generator of (case id, registered label))."""
+                          configuration: str, excluded: Sequence[str] = ()
+                          ) -> tuple[list[str], Callable[[], Iterator[tuple[str, np.ndarray]]]]:
+    """(unlabeled cases without a usable registration, a generator of (case id, registered label)); cases in
+    ``excluded`` (a run's held-out validation cases) are left out altogether."""
     from cctrnet.registration import brs
     from cctrnet.registration.training_access import load_training_registration
 
     registration = load_training_registration(preprocessed_dataset_folder, labeled_cases, method, configuration)
-    missing = sorted(u for u, q in registration.selected_labeled.items() if q is None)
-    usable = sorted(u for u, q in registration.selected_labeled.items() if q is not None)
+    selected = {u: q for u, q in registration.selected_labeled.items() if u not in set(excluded)}
+    missing = sorted(u for u, q in selected.items() if q is None)
+    usable = sorted(u for u, q in selected.items() if q is not None)
 
     def maps() -> Iterator[tuple[str, np.ndarray]]:
         for unlabeled in usable:
@@ -75,6 +78,18 @@ def registered_label_maps(preprocessed_dataset_folder: Path, labeled_cases: Sequ
             yield unlabeled, brs.registered_label(registration.data_folder, registration.store, unlabeled, labeled)
 
     return missing, maps
+
+
+def held_out_validation_cases(model_folder: Path) -> list[str]:
+    """The training cases a run held out for validation (validation_cases.json): nothing of theirs, not even
+    their images, may decide the post-processing that is then validated on them."""
+    from cctrnet.training.validation_split import SOURCE_HELD_OUT, VALIDATION_CASES_JSON
+
+    path = Path(model_folder) / VALIDATION_CASES_JSON
+    if not path.is_file():
+        return []
+    record = load_json(path)
+    return sorted(record.get("cases") or []) if record.get("source") == SOURCE_HELD_OUT else []
 
 
 def determine_postprocessing(model_folder: str | os.PathLike, preprocessed_root: str | os.PathLike | None = None,
@@ -114,7 +129,10 @@ def determine_postprocessing(model_folder: str | os.PathLike, preprocessed_root:
     elif method == "none":
         registration_record["not_used"] = "the run has no registration"
     else:
-        missing, maps = registered_label_maps(preprocessed_dataset, labeled, method, configuration)
+        held_out = held_out_validation_cases(model.path)
+        missing, maps = registered_label_maps(preprocessed_dataset, labeled, method, configuration, held_out)
+        if held_out:
+            registration_record["held_out_validation_cases_left_out"] = held_out
         registered = measure_topology(SOURCE_REGISTERED, maps(), class_indices, settings.connectivity,
                                       settings.single_component_min_share)
         registration_record.update(volumes=len(registered.case_ids), unlabeled_without_registration=missing)
