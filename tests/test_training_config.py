@@ -44,3 +44,21 @@ def test_cli_lists_trainers_and_rejects_unknown_setting():
     bad = subprocess.run([sys.executable, "-m", "cctrnet.cli.train", "1", "--set", "bogus=1"], capture_output=True,
                          text=True)
     assert bad.returncode != 0 and "unknown setting 'bogus'" in bad.stderr
+
+
+def test_training_autocast_dtype_prefers_bfloat16_on_a_gpu_that_has_it(monkeypatch):
+    import pytest
+    import torch
+
+    from cctrnet.utilities.device import training_autocast_dtype
+
+    assert training_autocast_dtype("cpu") is None  # no autocast on CPU
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert training_autocast_dtype("cuda") is torch.bfloat16
+    assert training_autocast_dtype("cuda", "float16") is torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert training_autocast_dtype("cuda") is torch.float16
+    with pytest.raises(ValueError, match="no bfloat16"):
+        training_autocast_dtype("cuda", "bfloat16")
+    with pytest.raises(ValueError, match="mixed_precision_dtype"):
+        training_autocast_dtype("cpu", "int8")

@@ -85,6 +85,8 @@ class TrainerConfig:
     validation_max_cases: int = 4  # first cases (sorted) measured; 0: every validation case
     validation_window_step: float = 1.0  # sliding-window step / patch size (1: tiles without overlap, cheapest)
     mixed_precision: bool = True  # used on CUDA only
+    #: auto: bfloat16 autocast where the GPU supports it (no gradient scaler), else float16 with a scaler
+    mixed_precision_dtype: str = "auto"
     # data-parallel training (cctr_train --num-processes N, torchrun): how the ranks draw their share of the
     # global batch. "per_rank": each rank its own stream seeded with (seed, iteration, rank), reproducible for
     # a given number of processes; "shared": every rank makes the single-process batch and keeps its rows,
@@ -101,6 +103,11 @@ class TrainerConfig:
 
         if self.rsl_fusion not in FUSION_RULES:
             raise ValueError(f"setting rsl_fusion must be one of {', '.join(FUSION_RULES)}, got {self.rsl_fusion!r}")
+        from cctrnet.utilities.device import AUTOCAST_DTYPE_CHOICES
+
+        if self.mixed_precision_dtype not in AUTOCAST_DTYPE_CHOICES:
+            raise ValueError(f"setting mixed_precision_dtype must be one of {', '.join(AUTOCAST_DTYPE_CHOICES)}, "
+                             f"got {self.mixed_precision_dtype!r}")
         if not 0.0 <= self.rsl_fade_momentum < 1.0:
             raise ValueError(f"setting rsl_fade_momentum must be in [0, 1), got {self.rsl_fade_momentum}")
 

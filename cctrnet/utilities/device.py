@@ -22,3 +22,26 @@ def gpu_description(device) -> tuple[str, float]:
 
     properties = torch.cuda.get_device_properties(device)
     return properties.name, properties.total_memory / 1024**3
+
+
+AUTOCAST_DTYPE_CHOICES = ("auto", "bfloat16", "float16")
+
+
+def training_autocast_dtype(device, setting: str = "auto"):
+    """The autocast dtype of mixed-precision training on ``device``, None on CPU (no autocast there).
+
+    ``auto``: bfloat16 where the GPU supports it (Ampere and newer: float32's range, so no gradient scaler is
+    needed), else float16 (with a scaler). An explicit ``bfloat16`` on a GPU without it is an error that says so.
+    """
+    import torch
+
+    if setting not in AUTOCAST_DTYPE_CHOICES:
+        raise ValueError(f"mixed_precision_dtype must be one of {', '.join(AUTOCAST_DTYPE_CHOICES)}, got {setting!r}")
+    if torch.device(device).type != "cuda":
+        return None
+    supported = bool(torch.cuda.is_bf16_supported())
+    if setting == "bfloat16" and not supported:
+        raise ValueError("mixed_precision_dtype=bfloat16: this GPU has no bfloat16 support; use auto or float16")
+    if setting == "float16" or not supported:
+        return torch.float16
+    return torch.bfloat16

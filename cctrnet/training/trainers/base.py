@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from cctrnet.networks.branch import SegmentationBranch
+from cctrnet.utilities.device import training_autocast_dtype
 from cctrnet.training.checkpoint import global_random_state, load_checkpoint, restore_global_random_state, save_checkpoint
 from cctrnet.training.config import TrainerConfig
 from cctrnet.training import distributed
@@ -58,6 +59,7 @@ class BaseTrainer:
         self.schedule = ScheduleSpan.for_new_run(self.num_iterations)
         self.extensions: list[dict[str, Any]] = []  # one entry per --extend-to, recorded in config.json
         self.use_amp = bool(config.mixed_precision and self.device.type == "cuda")
+        self.amp_dtype = training_autocast_dtype(self.device, config.mixed_precision_dtype) if self.use_amp else None
         torch.manual_seed(config.seed)
         np.random.seed(config.seed % 2**32)
         self.architectures = self.branch_architectures()
@@ -68,7 +70,8 @@ class BaseTrainer:
         self.optimizers = {name: torch.optim.AdamW(self.parameters_of(name), lr=self.initial_lr(name),
                                                    weight_decay=config.weight_decay)
                            for name in self.branches}
-        self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        # float16 needs loss scaling against underflow; bfloat16 has float32's exponent range and needs none
+        self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.log = ProgressLog(self.output_folder, writes=self.distributed.is_main)
         self.loader = None  # built lazily in run(): workers start only when training starts
         self.validation_curve = None  # built in run(): training/validation_curve.py
@@ -235,7 +238,7 @@ class BaseTrainer:
         self.extra_modules.train()
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext()
+        autocast = torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp else nullcontext()
         with autocast:
             total, scalars = self.compute_losses(batch)
         self.grad_scaler.scale(total).backward()
