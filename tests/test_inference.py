@@ -371,6 +371,31 @@ def test_registration_only_recovers_the_label_of_a_known_affine_pair(tmp_path):
     assert predictor.chosen_atlas == {"new.nii.gz": "atlas"}
 
 
+def test_registration_only_with_the_deformable_stage_beats_affine_on_a_deformed_subject(tmp_path):
+    """--reg-method affine_deformable: the torch engine's deformable stage on top of the affine."""
+    from cctrnet.inference.registration_only import Atlas, RegistrationOnlyPredictor
+    from cctrnet.preprocessing.preprocessor import preprocess_arrays
+    from cctrnet.registration.synthetic_pairs import dice, make_subject
+
+    shape_zyx, spacing_xyz = (8, 64, 64), (1.2, 1.2, 6.0)
+    configuration = make_plans(spacing_yx=(1.2, 1.2))["configurations"]["2d"]
+    atlas_image, atlas_label, atlas_geometry = make_subject(shape_zyx, spacing_xyz, 0)
+    atlas_data, atlas_seg, atlas_properties = preprocess_arrays(atlas_image[None], atlas_label, atlas_geometry,
+                                                                configuration, [0, 1, 2, 3])
+    atlas = Atlas("atlas", atlas_data[0], atlas_seg, Geometry.from_dict(atlas_properties["geometry_preprocessed"]))
+    new_image, new_label, new_geometry = make_subject(shape_zyx, spacing_xyz, 1, _in_plane_affine(4, (1.03, 0.97),
+                                                                                                   (2.0, -1.0)),
+                                                      deformation_mm=4.0)
+    write_image(new_image, new_geometry, tmp_path / "in" / "new_0000.nii.gz")
+    dices = {}
+    for method in ("affine", "affine_deformable"):
+        predictor = RegistrationOnlyPredictor(configuration, [0, 1, 2, 3], [atlas], ".nii.gz", method)
+        report = predictor.predict_folder(tmp_path / "in", tmp_path / method, progress=False)
+        assert report.predicted == ["new"], report.problems
+        dices[method] = dice(read_image(tmp_path / method / "new.nii.gz", dtype=np.int16)[0], new_label)
+    assert dices["affine_deformable"] > dices["affine"], dices
+
+
 def test_registration_only_cli_says_what_is_missing(tmp_path, cctr_folders, capsys):
     from cctrnet.cli.predict import main
 

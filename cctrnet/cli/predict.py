@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="registration-only baseline: propagate the label of the labeled training case chosen "
                              "by BRS to each image (no network; the labeled cases are the preprocessed training "
                              "cases of -d chosen as for --labeled N --seed S, or those of -m's run)")
+    parser.add_argument("--reg-method", choices=("affine", "affine_deformable"), default="affine",
+                        help="with --reg-only: the registration of each input volume to the labeled cases "
+                             "(default: affine, the paper's baseline; affine_deformable: the torch engine's "
+                             "diffeomorphic stage on top)")
     parser.add_argument("-num_parts", type=int, default=1, metavar="N",
                         help="split the cases into N parts (sorted by case id, dealt out in turn) and predict one "
                              "(default: 1, all cases); run the parts on any machines into the same OUTPUT")
@@ -200,7 +204,8 @@ def _main_registration_only(args: argparse.Namespace, input_folder: Path, output
     try:
         report = predict_folder_by_registration(input_folder, output_folder, args.dataset, args.labeled,
                                                 args.model_folder, args.seed, progress=not args.quiet,
-                                                overwrite=not args.continue_prediction, part=part)
+                                                overwrite=not args.continue_prediction,
+                                                method=args.reg_method, part=part)
     except (RegistrationOnlyError, OSError) as error:
         return fail(str(error), EXIT_USAGE)
     _print_report(report, output_folder)
