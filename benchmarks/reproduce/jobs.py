@@ -37,8 +37,8 @@ class Method:
 
 def run_slug(kind: str, trainer: str | None, settings: tuple[str, ...] | list[str]) -> str:
     """The method part of a job id: the kind, or the trainer and its --set settings."""
-    if kind != "train":
-        return kind
+    if kind != "train":  # registration only: its settings are cctr_predict options (reg_method=affine_deformable)
+        return "-".join([kind, *(s.replace("=", "_") for s in settings)])
     return "-".join([trainer or "", *(s.replace("=", "_") for s in settings)])
 
 
@@ -72,6 +72,7 @@ ABLATION_METHODS = [  # the rows of the paper's Table 5
 REGISTRATION_METHODS = [  # the paper's "Ours (Affine)" and "Ours (Affine+Deform)" rows
     _train("CCT-R (affine)", "CCTRTrainer", "registration_method=affine"),
     _train("CCT-R (affine+deformable)", "CCTRTrainer", "registration_method=affine_deformable"),
+    Method("registration only (affine+deformable)", "regonly", settings=("reg_method=affine_deformable",)),
 ]
 ROBUSTNESS_METHODS = [  # issue 12 section 4: settings beyond the paper, chosen on the validation patients
     # with deformable registration, the choice `auto` made on the ACDC-like population (its registration_choice.json),

@@ -297,6 +297,9 @@ def run_regonly_job(work: WorkFolder, job: Job, prepared: dict, echo: bool = Tru
     predictions = folder / "predictions"
     command = ["cctr_predict", "--reg-only", "-i", str(work.raw / prepared["dataset_name"] / "imagesTs"),
                "-o", str(predictions), "--quiet"]
+    for setting in job.method.settings:  # key=value -> --key value (reg_method=affine_deformable)
+        key, value = setting.split("=", 1)
+        command += [f"--{key.replace('_', '-')}", value]
     trained = trained_run_for(work, job)
     if trained is not None:  # the trained runs' exact labeled cases
         command += ["-m", trained["model_folder"]]
