@@ -343,20 +343,27 @@ def _in_plane_affine(angle_deg: float, scale_xy, shift_xy_mm) -> np.ndarray:
     return matrix
 
 
-def test_registration_only_recovers_the_label_of_a_known_affine_pair(tmp_path):
-    from cctrnet.inference.registration_only import Atlas, RegistrationOnlyPredictor
+def _atlas_and_subject(world_to_subject: np.ndarray, deformation_mm: float = 0.0):
+    """(plan configuration, a preprocessed labeled atlas, a new subject's image, label and geometry)."""
+    from cctrnet.inference.registration_only import Atlas
     from cctrnet.preprocessing.preprocessor import preprocess_arrays
-    from cctrnet.registration.synthetic_pairs import dice, make_subject
+    from cctrnet.registration.synthetic_pairs import make_subject
 
     shape_zyx, spacing_xyz = (8, 64, 64), (1.2, 1.2, 6.0)
     configuration = make_plans(spacing_yx=(1.2, 1.2))["configurations"]["2d"]
     atlas_image, atlas_label, atlas_geometry = make_subject(shape_zyx, spacing_xyz, 0)
     atlas_data, atlas_seg, atlas_properties = preprocess_arrays(atlas_image[None], atlas_label, atlas_geometry,
                                                                 configuration, [0, 1, 2, 3])
-    atlas = Atlas("atlas", atlas_data[0], atlas_seg,
-                  Geometry.from_dict(atlas_properties["geometry_preprocessed"]))
-    new_image, new_label, new_geometry = make_subject(shape_zyx, spacing_xyz, 1, _in_plane_affine(8, (1.07, 0.95),
-                                                                                                   (4.0, -3.0)))
+    atlas = Atlas("atlas", atlas_data[0], atlas_seg, Geometry.from_dict(atlas_properties["geometry_preprocessed"]))
+    return configuration, atlas, atlas_label, make_subject(shape_zyx, spacing_xyz, 1, world_to_subject, deformation_mm)
+
+
+def test_registration_only_recovers_the_label_of_a_known_affine_pair(tmp_path):
+    from cctrnet.inference.registration_only import RegistrationOnlyPredictor
+    from cctrnet.registration.synthetic_pairs import dice
+
+    configuration, atlas, atlas_label, (new_image, new_label, new_geometry) = _atlas_and_subject(
+        _in_plane_affine(8, (1.07, 0.95), (4.0, -3.0)))
     moved_geometry = Geometry(new_geometry.shape_zyx, new_geometry.spacing_xyz, (3.0, -7.0, 2.0), OBLIQUE_DIRECTION)
     write_image(new_image, moved_geometry, tmp_path / "in" / "new_0000.nii.gz")
 
@@ -373,19 +380,11 @@ def test_registration_only_recovers_the_label_of_a_known_affine_pair(tmp_path):
 
 def test_registration_only_with_the_deformable_stage_beats_affine_on_a_deformed_subject(tmp_path):
     """--reg-method affine_deformable: the torch engine's deformable stage on top of the affine."""
-    from cctrnet.inference.registration_only import Atlas, RegistrationOnlyPredictor
-    from cctrnet.preprocessing.preprocessor import preprocess_arrays
-    from cctrnet.registration.synthetic_pairs import dice, make_subject
+    from cctrnet.inference.registration_only import RegistrationOnlyPredictor
+    from cctrnet.registration.synthetic_pairs import dice
 
-    shape_zyx, spacing_xyz = (8, 64, 64), (1.2, 1.2, 6.0)
-    configuration = make_plans(spacing_yx=(1.2, 1.2))["configurations"]["2d"]
-    atlas_image, atlas_label, atlas_geometry = make_subject(shape_zyx, spacing_xyz, 0)
-    atlas_data, atlas_seg, atlas_properties = preprocess_arrays(atlas_image[None], atlas_label, atlas_geometry,
-                                                                configuration, [0, 1, 2, 3])
-    atlas = Atlas("atlas", atlas_data[0], atlas_seg, Geometry.from_dict(atlas_properties["geometry_preprocessed"]))
-    new_image, new_label, new_geometry = make_subject(shape_zyx, spacing_xyz, 1, _in_plane_affine(4, (1.03, 0.97),
-                                                                                                   (2.0, -1.0)),
-                                                      deformation_mm=4.0)
+    configuration, atlas, _, (new_image, new_label, new_geometry) = _atlas_and_subject(
+        _in_plane_affine(4, (1.03, 0.97), (2.0, -1.0)), deformation_mm=4.0)
     write_image(new_image, new_geometry, tmp_path / "in" / "new_0000.nii.gz")
     dices = {}
     for method in ("affine", "affine_deformable"):

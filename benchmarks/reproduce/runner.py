@@ -245,19 +245,21 @@ def run_training_job(work: WorkFolder, job: Job, prepared: dict, disable_tta: bo
         model = model_folder_of(results_root, prepared["dataset_name"], job)
     if model is None:
         raise JobError(f"no model folder under {results_root} after training")
+
+    def predict(step: str, images: str, output: Path) -> None:
+        # --save-without-postprocessing: every table with and without the model's post-processing
+        command = ["cctr_predict", "-i", str(work.raw / prepared["dataset_name"] / images), "-o", str(output),
+                   "-m", str(model), "--device", "cpu", "--quiet", "--save-without-postprocessing"]
+        recorder.run(step, command + (["--disable-tta"] if disable_tta else []))
+
     predictions = folder / "predictions"
-    command = ["cctr_predict", "-i", str(work.raw / prepared["dataset_name"] / "imagesTs"), "-o", str(predictions),
-               "-m", str(model), "--device", "cpu", "--quiet"]
-    command += ["--save-without-postprocessing"]  # both tables: with and without the model's post-processing
-    recorder.run("predict", command + (["--disable-tta"] if disable_tta else []))
+    predict("predict", "imagesTs", predictions)
     config = read_json(model / "config.json") or {}
     unprocessed = predictions / UNPROCESSED_SUBFOLDER
     validation_images = work.raw / prepared["dataset_name"] / "imagesVal"
     if validation_images.is_dir():  # settings beyond the paper are chosen on these, never on the test volumes
         validation_predictions = folder / "predictions_validation"
-        command = ["cctr_predict", "-i", str(validation_images), "-o", str(validation_predictions), "-m", str(model),
-                   "--device", "cpu", "--quiet", "--save-without-postprocessing"]
-        recorder.run("predict_validation", command + (["--disable-tta"] if disable_tta else []))
+        predict("predict_validation", "imagesVal", validation_predictions)
         result["metrics_validation"] = evaluate(recorder, work, prepared, validation_predictions,
                                                 "evaluate_validation", "labelsVal")
         result["metrics_validation_without_postprocessing"] = evaluate(

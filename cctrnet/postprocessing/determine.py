@@ -67,7 +67,8 @@ def registered_label_maps(preprocessed_dataset_folder: Path, labeled_cases: Sequ
     from cctrnet.registration.training_access import load_training_registration
 
     registration = load_training_registration(preprocessed_dataset_folder, labeled_cases, method, configuration)
-    selected = {u: q for u, q in registration.selected_labeled.items() if u not in set(excluded)}
+    left_out = set(excluded)
+    selected = {u: q for u, q in registration.selected_labeled.items() if u not in left_out}
     missing = sorted(u for u, q in selected.items() if q is None)
     usable = sorted(u for u, q in selected.items() if q is not None)
 
