@@ -25,8 +25,8 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 if str(REPOSITORY) not in sys.path:
     sys.path.insert(0, str(REPOSITORY))
 
-from benchmarks.reproduce.jobs import (DATASETS, METHOD_ALIASES, PREPARE_SECONDS, TABLES, Job, Selection,  # noqa: E402
-                                       build_jobs, calibration, default_iterations)
+from benchmarks.reproduce.jobs import (DATASETS, DEFAULT_BUDGETS, METHOD_ALIASES, PREPARE_SECONDS,  # noqa: E402
+                                       TABLES, Job, Selection, build_jobs, calibration, default_iterations)
 from benchmarks.reproduce.store import DEFAULT_WORK_DIR, WorkFolder  # noqa: E402
 from cctrnet.utilities.file_io import save_json  # noqa: E402
 
@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--labeled", nargs="+", type=int, default=[1, 2], metavar="N")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], metavar="S")
     parser.add_argument("--tables", nargs="+", choices=TABLES, default=["core"])
+    parser.add_argument("--budgets", nargs="+", type=int, default=list(DEFAULT_BUDGETS), metavar="IT",
+                        help="training iterations of the budget table's runs (default: %(default)s); the other "
+                             "tables use --iterations")
     parser.add_argument("--iterations", type=int, default=None,
                         help="iterations of every trained method, nnU-Net included (default: so that the selected "
                              "jobs take about --target-hours on this machine, from measured step times)")
@@ -73,7 +76,7 @@ def default_workers() -> int:
 
 def selection_of(args: argparse.Namespace) -> Selection:
     return Selection(datasets=list(args.datasets), methods=args.methods, labeled=list(args.labeled),
-                     seeds=list(args.seeds), tables=list(args.tables))
+                     seeds=list(args.seeds), tables=list(args.tables), budgets=list(args.budgets))
 
 
 def job_record(job: Job) -> dict:

@@ -126,6 +126,29 @@ def test_build_table_groups_by_dataset_and_labeled():
     assert blocks[0]["rows"][1]["job_ids"] == blocks[1]["rows"][1]["job_ids"]
 
 
+def test_budget_table_runs_each_budget_and_shares_the_registration_run(tmp_path):
+    selection = Selection(datasets=["phantom", "acdc"], labeled=[1], seeds=[0], tables=["registration", "budget"],
+                          budgets=[1000, 300])
+    jobs = build_jobs(selection, 2000)
+    ids = [j.job_id for j in jobs]
+    assert len(ids) == len(set(ids))
+    assert "acdc__LabeledOnlyTrainer__L1__s0__it300" in ids and "acdc__CTSTrainer__L1__s0__it1000" in ids
+    assert not any(i.startswith("phantom__") and "__it300" in i for i in ids)  # the budget curve is ACDC-like only
+    # the 2000-iteration CCT-R (affine+deformable) of the registration table is the budget table's run at 2000
+    with_2000 = build_jobs(Selection(datasets=["acdc"], labeled=[1], seeds=[0], tables=["registration", "budget"],
+                                     budgets=[300, 2000]), 2000)
+    deformable = [j for j in with_2000 if j.slug == "CCTRTrainer-registration_method_affine_deformable"]
+    assert sorted(j.iterations for j in deformable) == [300, 2000]
+    results = {j.job_id: _result(0, 40.0 + j.iterations / 100, 40.0, 3.0) for j in jobs}
+    blocks = build_table("budget", selection, 2000, results)
+    rows = blocks[0]["rows"]
+    assert [r["method"] for r in rows[:2]] == ["LS @ 300 it", "LS @ 1000 it"]
+    assert [r["dice"]["A"]["mean"] for r in rows[:2]] == [43.0, 50.0]
+    from benchmarks.reproduce.figures import budget_curve
+
+    assert budget_curve(blocks, "Budget curve", tmp_path / "budget.png").stat().st_size > 0
+
+
 def test_metrics_from_summary():
     summary = {"mean_per_class": {"RV": {"dice_percent": 70.0, "hd95_mm": 5.0}, "LV": {"dice_percent": 90.0,
                                                                                      "hd95_mm": None}},

@@ -49,6 +49,35 @@ def bar_chart(blocks: Sequence[dict[str, Any]], title: str, path: Path) -> Path 
     return path
 
 
+def budget_curve(blocks: Sequence[dict[str, Any]], title: str, path: Path) -> Path | None:
+    """One panel per (dataset, N): mean test Dice against training iterations, a line per method (error bars:
+    std over seeds), from the budget table's rows (each carrying ``method_label`` and ``iterations``)."""
+    if not blocks:
+        return None
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(blocks), figsize=(5.0 * len(blocks), 3.8), squeeze=False)
+    for axis, block in zip(axes.flat, blocks):
+        methods = list(dict.fromkeys(r["method_label"] for r in block["rows"]))
+        for method in methods:
+            points = [(r["iterations"], r["mean_dice"]) for r in block["rows"] if r["method_label"] == method
+                      and r["mean_dice"].get("mean") is not None]
+            if points:
+                axis.errorbar([p[0] for p in points], [p[1]["mean"] for p in points],
+                              yerr=[p[1].get("std") or 0.0 for p in points], marker="o", capsize=3, label=method)
+        axis.set_xscale("log")
+        axis.set_xlabel("training iterations")
+        axis.set_ylabel("mean test Dice (%)")
+        axis.set_ylim(0, 100)
+        axis.set_title(f"{title}: {block['dataset']}, {block['labeled']} labeled", fontsize=9)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
 CURVE_LABELS = {"dice_pseudo_A": "branch A pseudo-labels", "dice_pseudo_B": "branch B pseudo-labels",
                 "dice_registered": "registered labels"}
 

@@ -17,7 +17,7 @@ DATASETS = {  # benchmark name -> (dataset id, generator command)
     "acdc": (3, ["cctr_generate_acdc_population", "-d", "3", "--patients", "25", "--split", "0.4", "0.2", "0.4",
                  "-np", "2"]),
 }
-TABLES = ("core", "ablation", "registration", "robustness")
+TABLES = ("core", "ablation", "registration", "robustness", "budget")
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,13 @@ ROBUSTNESS_METHODS = [  # issue 12 section 4: settings beyond the paper, chosen 
            "rsl_fusion=majority"),
 ]
 ROBUSTNESS_DATASETS = ("acdc",)
+BUDGET_METHODS = [  # issue 12 section 2: does the gap to labeled-only grow with training? One seed, several budgets
+    _train("LS", "LabeledOnlyTrainer"),
+    _train("CTS", "CTSTrainer"),
+    _train("CCT-R (affine+deformable)", "CCTRTrainer", "registration_method=affine_deformable"),
+]
+BUDGET_DATASETS = ("acdc",)
+DEFAULT_BUDGETS = (300, 1000, 3000)
 # --methods names -> method labels of the core table (ablation rows are chosen with --tables)
 METHOD_ALIASES = {"LS": "LS", "CPS": "CPS", "CTS": "CTS", "CCTR": "CCT-R", "CCT-R": "CCT-R",
                   "regonly": "registration only", "nnunet": "nnU-Net v2 2d", "FS": "FS (all labels)"}
@@ -188,6 +195,7 @@ class Selection:
     labeled: list[int] = field(default_factory=lambda: [1, 2])
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     tables: list[str] = field(default_factory=lambda: ["core"])
+    budgets: list[int] = field(default_factory=lambda: list(DEFAULT_BUDGETS))  # iterations of the budget table
 
 
 def table_methods(table: str, selection: Selection) -> list[Method]:
@@ -197,6 +205,8 @@ def table_methods(table: str, selection: Selection) -> list[Method]:
         return list(REGISTRATION_METHODS)
     if table == "robustness":
         return list(ROBUSTNESS_METHODS)
+    if table == "budget":
+        return list(BUDGET_METHODS)
     if selection.methods is None:
         return list(CORE_METHODS)
     unknown = [m for m in selection.methods if m not in METHOD_ALIASES]
@@ -209,6 +219,8 @@ def table_methods(table: str, selection: Selection) -> list[Method]:
 def table_datasets(table: str, selection: Selection) -> list[str]:
     if table == "robustness":
         return [d for d in selection.datasets if d in ROBUSTNESS_DATASETS]
+    if table == "budget":
+        return [d for d in selection.datasets if d in BUDGET_DATASETS]
     if table == "registration":
         return [d for d in selection.datasets if d in ABLATION_DATASETS + ROBUSTNESS_DATASETS]
     return [d for d in selection.datasets if table == "core" or d in ABLATION_DATASETS]
@@ -222,10 +234,16 @@ def build_jobs(selection: Selection, iterations: int) -> list[Job]:
             for seed in selection.seeds:
                 for method in table_methods(table, selection):
                     for labeled in ([None] if method.all_labels else selection.labeled):
-                        job = Job(dataset, method, labeled, seed, iterations)
-                        jobs.setdefault(job.job_id, job)
+                        for budget in table_iterations(table, selection, iterations):
+                            job = Job(dataset, method, labeled, seed, budget)
+                            jobs.setdefault(job.job_id, job)
     order = {"train": 0, "nnunet": 1, "regonly": 2}  # reg-only last: it reuses a trained run's labeled_cases.json
-    return sorted(jobs.values(), key=lambda j: (j.dataset, j.seed, order[j.method.kind]))
+    return sorted(jobs.values(), key=lambda j: (j.dataset, j.seed, order[j.method.kind], j.iterations))
+
+
+def table_iterations(table: str, selection: Selection, iterations: int) -> list[int]:
+    """The training budgets of a table's jobs: the selection's budgets for the budget table, else --iterations."""
+    return sorted(set(selection.budgets)) if table == "budget" else [iterations]
 
 
 def default_iterations(selection: Selection, cpu_step_seconds: float, target_seconds: float = 3600.0,

@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks.reproduce.figures import bar_chart, pseudo_label_curves
-from benchmarks.reproduce.jobs import Job, Selection
+from benchmarks.reproduce.figures import bar_chart, budget_curve, pseudo_label_curves
+from benchmarks.reproduce.jobs import Job, Selection, table_iterations
 from benchmarks.reproduce.store import WorkFolder, read_json
 from cctrnet.utilities.file_io import save_json
 from benchmarks.reproduce.tables import build_table, render_markdown
@@ -18,15 +18,22 @@ PUBLISHED_IMAGES = REPOSITORY / "documentation" / "images"
 TITLES = {"core": "Core table: LS, CPS, CTS, CCT-R, registration only, nnU-Net v2, fully supervised",
           "ablation": "Ablation (the paper's Table 5): CTS plus RSL, BRS, SCL, REPS",
           "registration": "CCT-R with affine and with affine + deformable registered labels and point maps",
-          "robustness": "CCT-R with registered labels beyond the paper: a fading w_rs, a majority of atlases"}
+          "robustness": "CCT-R with registered labels beyond the paper: a fading w_rs, a majority of atlases",
+          "budget": "Budget curve: LS, CTS and CCT-R at several training lengths"}
 
 
 def budget_lines(work: WorkFolder, jobs: Sequence[Job], results: dict[str, dict], args: Any,
-                 iterations: int) -> list[str]:
+                 iterations: int | Sequence[int]) -> list[str]:
+    """``iterations``: the one budget of a table, or the budgets of the budget table."""
     prepared = {d: read_json(work.prepare_path(d)) or {} for d in sorted({j.dataset for j in jobs})}
-    lines = [f"**Budget**: {iterations} training iterations for every trained method (cctrnet trainers; nnU-Net "
-             "num_epochs x num_iterations_per_epoch = the same number), CPU, this machine; pseudo-label Dice "
-             f"every {max(1, iterations // 10)} iterations. Prediction mirroring "
+    if isinstance(iterations, int):
+        length = f"{iterations} training iterations for every trained method"
+        quality = f"every {max(1, iterations // 10)} iterations"
+    else:
+        length = f"{' / '.join(str(i) for i in iterations)} training iterations (one row each)"
+        quality = "at 10 points of each run"
+    lines = [f"**Budget**: {length} (cctrnet trainers; nnU-Net num_epochs x num_iterations_per_epoch = the same "
+             f"number), CPU, this machine; pseudo-label Dice {quality}. Prediction mirroring "
              f"{'off' if args.disable_tta else 'on'} for every method."]
     for dataset, p in prepared.items():
         if p.get("plan"):
@@ -60,7 +67,9 @@ def write_table_outputs(table: str, selection: Selection, jobs: Sequence[Job], w
     results = work.all_results()
     blocks = build_table(table, selection, iterations, results)
     wanted = {jid for block in blocks for row in block["rows"] for jid in row["job_ids"]}
-    lines = budget_lines(work, [j for j in jobs if j.job_id in wanted], results, args, iterations)
+    budgets = table_iterations(table, selection, iterations)
+    lines = budget_lines(work, [j for j in jobs if j.job_id in wanted], results, args,
+                         budgets if table == "budget" else iterations)
     markdown = render_markdown(TITLES[table], blocks, lines)
     unprocessed = build_table(table, selection, iterations, results, "metrics_without_postprocessing")
     if any(row["n_seeds"] for block in unprocessed for row in block["rows"]):
@@ -85,8 +94,11 @@ def write_table_outputs(table: str, selection: Selection, jobs: Sequence[Job], w
     md_path = work.root / f"reproduce_{table}.md"
     save_json(data, json_path)
     md_path.write_text(markdown)
-    png = bar_chart(blocks, TITLES[table].split(":")[0] + f" ({iterations} iterations)",
-                    work.root / f"reproduce_{table}.png")
+    if table == "budget":
+        png = budget_curve(blocks, TITLES[table].split(":")[0], work.root / f"reproduce_{table}.png")
+    else:
+        png = bar_chart(blocks, TITLES[table].split(":")[0] + f" ({iterations} iterations)",
+                        work.root / f"reproduce_{table}.png")
     if publish:
         PUBLISHED_RESULTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(json_path, PUBLISHED_RESULTS / json_path.name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
-from benchmarks.reproduce.jobs import Job, Selection, table_datasets, table_methods
+from benchmarks.reproduce.jobs import Job, Selection, table_datasets, table_iterations, table_methods
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:
@@ -40,17 +40,22 @@ def aggregate_row(results: Sequence[dict[str, Any]], metrics_key: str = "metrics
 
 def build_table(table: str, selection: Selection, iterations: int, results: dict[str, dict],
                 metrics_key: str = "metrics") -> list[dict[str, Any]]:
-    """One block per dataset and N: its rows (method label -> aggregate over the selected seeds)."""
+    """One block per dataset and N: its rows (method label -> aggregate over the selected seeds); the budget
+    table has a row per method and budget, labelled "<method> @ <iterations> it", with ``iterations`` set."""
     blocks = []
+    budgets = table_iterations(table, selection, iterations)
     for dataset in table_datasets(table, selection):
         for labeled in selection.labeled:
             rows = []
             for method in table_methods(table, selection):
-                # by id: rows whose settings make no difference for this N share a run (see Job.run_settings)
-                wanted = [Job(dataset, method, None if method.all_labels else labeled, seed, iterations).job_id
-                          for seed in selection.seeds]
-                runs = [results[i] for i in wanted if i in results]
-                rows.append({"method": method.label, "job_ids": wanted, **aggregate_row(runs, metrics_key)})
+                for budget in budgets:
+                    # by id: rows whose settings make no difference for this N share a run (see Job.run_settings)
+                    wanted = [Job(dataset, method, None if method.all_labels else labeled, seed, budget).job_id
+                              for seed in selection.seeds]
+                    runs = [results[i] for i in wanted if i in results]
+                    label = f"{method.label} @ {budget} it" if len(budgets) > 1 else method.label
+                    rows.append({"method": label, "method_label": method.label, "iterations": budget,
+                                 "job_ids": wanted, **aggregate_row(runs, metrics_key)})
             blocks.append({"dataset": dataset, "labeled": labeled, "rows": rows})
     return blocks
 
