@@ -63,3 +63,22 @@ def test_fade_uses_running_means_survives_a_resume_and_is_one_for_a_single_branc
     assert restored.update([empty, empty], empty) == pytest.approx(5 / 6)
     assert RegisteredLabelFade(2, 0.9).update([a], registered) == 1.0
     assert math.isclose(RegisteredLabelFade(2, 0.9).factor, 1.0)
+
+
+def test_local_ncc_of_the_label_fusion_benchmark_is_one_for_equal_and_minus_one_for_inverted_images():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks.label_fusion_benchmark import local_ncc
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(2, 20, 20))
+    assert np.allclose(local_ncc(image, 3.0 * image + 1.0, 5), 1.0, atol=1e-6)  # invariant to gain and offset
+    assert np.allclose(local_ncc(image, -image, 5), -1.0, atol=1e-6)
+    # unrelated noise: near zero on average, and slices do not mix (window only in-plane)
+    other = rng.normal(size=(2, 20, 20))
+    assert abs(local_ncc(image, other, 9).mean()) < 0.1
+    mixed = image.copy()
+    mixed[1] = other[1]
+    assert np.allclose(local_ncc(image, mixed, 5)[0], 1.0, atol=1e-6)
