@@ -17,7 +17,7 @@ from cctrnet.registration.synthetic_pairs import dice, make_subject
 from cctrnet.registration.torch_engine import PairVolumes
 from cctrnet.registration.training_access import load_training_registration
 from cctrnet.registration.transforms import resample
-from cctrnet.utilities.file_io import load_json
+from cctrnet.utilities.file_io import load_json, save_json
 
 SHAPE_ZYX = (6, 64, 64)
 SPACING_XYZ = (1.5, 1.5, 6.0)
@@ -230,6 +230,23 @@ def test_auto_chooses_from_the_labeled_cases_and_records_both(tmp_path):
     assert "folded_fraction_max" in report["methods"]["affine_deformable"]["quality"]
     one = run_registration_stage(dataset, ["c3"], method="auto", settings=FAST, write_report=False)
     assert one.method == "affine_deformable" and "one labeled case" in one.choice.reason
+
+
+def test_auto_with_patients_ignores_pairs_within_one_patient(tmp_path):
+    assert method_choice.leave_one_out_pairs(["a1", "a2", "b1"], {"a1": "a", "a2": "a", "b1": "b"}) == [
+        ("b1", "a1"), ("b1", "a2"), ("a1", "b1"), ("a2", "b1")]
+    assert len(method_choice.leave_one_out_pairs(["a1", "a2", "b1"])) == 6  # without patients: every ordered pair
+    dataset = write_dataset(tmp_path)
+    dataset_json = load_json(dataset / "dataset.json") if (dataset / "dataset.json").exists() else {}
+    dataset_json["patients"] = {"p0": ["c0", "c1"], "p1": ["c2"], "p2": ["c3"]}
+    save_json(dataset_json, dataset / "dataset.json")
+    # two frames of one patient: nothing to compare between patients, the one-labeled-patient rule decides
+    one_patient = run_registration_stage(dataset, ["c0", "c1"], method="auto", settings=FAST, write_report=False)
+    assert "one labeled patient" in one_patient.choice.reason and not one_patient.choice.leave_one_out_dice
+    two_patients = run_registration_stage(dataset, ["c0", "c1", "c2"], method="auto", settings=FAST,
+                                          write_report=False)
+    assert two_patients.choice.leave_one_out_dice["affine"]["pairs"] == 4  # c0<->c2, c1<->c2 both ways
+    assert "different patients" in two_patients.choice.reason
 
 
 def test_dask_batches_give_the_same_pairs_as_local(tmp_path):

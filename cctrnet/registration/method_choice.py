@@ -7,13 +7,18 @@ simpler model). With one labeled case there is nothing to compare against, so th
 unless more than ``auto_max_failed_fraction`` of its pairs failed their folding, inverse-consistency or
 metric checks. Both numbers and the choice go to ``registration/<configuration>/registration_choice.json``
 (one entry per labeled set) and into the registration report.
+
+When dataset.json groups cases into patients, only pairs between different patients count: two frames of one
+patient (ACDC's end-diastole and end-systole) register far better onto each other than onto anyone else, so
+they say little about registering the unlabeled patients, and a labeled set of one patient takes the
+one-labeled-case rule.
 """
 from __future__ import annotations
 
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -45,16 +50,28 @@ class MethodChoice:
         return f"registration auto: {self.method} ({self.reason}{'; leave-one-out Dice ' + numbers if numbers else ''})"
 
 
-def leave_one_out_pairs(labeled: Sequence[str]) -> list[tuple[str, str]]:
-    """Ordered (moving, fixed) pairs between distinct labeled cases."""
-    return [(q, target) for target in sorted(labeled) for q in sorted(labeled) if q != target]
+def leave_one_out_pairs(labeled: Sequence[str], patient_of: Mapping[str, str] | None = None
+                        ) -> list[tuple[str, str]]:
+    """Ordered (moving, fixed) pairs between distinct labeled cases, of different patients when ``patient_of``
+    (case id -> patient id; a case it does not name is its own patient) is given."""
+    def patient(case: str) -> str:
+        return (patient_of or {}).get(case, case)
+
+    return [(q, target) for target in sorted(labeled) for q in sorted(labeled)
+            if q != target and patient(q) != patient(target)]
 
 
-def leave_one_out_dice(data_folder: Path, store: PairStore, labeled: Sequence[str]) -> dict[str, Any]:
-    """Mean and per-class Dice of each labeled label carried onto every other labeled case (failed pairs: 0)."""
+def labeled_patients(labeled: Sequence[str], patient_of: Mapping[str, str] | None = None) -> int:
+    return len({(patient_of or {}).get(c, c) for c in labeled})
+
+
+def leave_one_out_dice(data_folder: Path, store: PairStore, labeled: Sequence[str],
+                       patient_of: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Mean and per-class Dice of each labeled label carried onto every other labeled case (of another patient
+    when ``patient_of`` is given; failed pairs: 0)."""
     per_class: dict[int, list[float]] = {}
     means = []
-    for moving, fixed in leave_one_out_pairs(labeled):
+    for moving, fixed in leave_one_out_pairs(labeled, patient_of):
         truth, _ = load_label(data_folder, fixed)
         classes = [int(c) for c in np.unique(truth) if c > 0]
         if store.successful(moving, fixed):
@@ -79,21 +96,24 @@ def failed_fraction(store: PairStore, pairs: Sequence[tuple[str, str]]) -> float
 
 
 def choose(data_folder: Path, stores: dict[str, PairStore], labeled: Sequence[str], run_pairs: Sequence[tuple[str, str]],
-           settings: RegistrationSettings) -> MethodChoice:
-    """The choice among ``CANDIDATES`` for one labeled set; every pair it reads must be computed already."""
+           settings: RegistrationSettings, patient_of: Mapping[str, str] | None = None) -> MethodChoice:
+    """The choice among ``CANDIDATES`` for one labeled set; every pair it reads must be computed already.
+    ``patient_of``: case id -> patient id (dataset.json's patients), or None when cases are patients."""
     labeled = sorted(labeled)
     failures = {m: failed_fraction(stores[m], run_pairs) for m in CANDIDATES}
-    if len(labeled) >= 2:
-        dice = {m: leave_one_out_dice(data_folder, stores[m], labeled) for m in CANDIDATES}
+    one = "one labeled patient" if patient_of else "one labeled case"
+    if labeled_patients(labeled, patient_of) >= 2:
+        dice = {m: leave_one_out_dice(data_folder, stores[m], labeled, patient_of) for m in CANDIDATES}
         affine, deformable = (dice[m]["mean"] or 0.0 for m in CANDIDATES)
         method = "affine_deformable" if deformable > affine else "affine"
-        reason = f"higher leave-one-out Dice over {dice['affine']['pairs']} labeled pairs"
+        between = "labeled pairs of different patients" if patient_of else "labeled pairs"
+        reason = f"higher leave-one-out Dice over {dice['affine']['pairs']} {between}"
         return MethodChoice(method, labeled, reason, dice, failures)
     if failures["affine_deformable"] <= settings.auto_max_failed_fraction:
-        reason = (f"one labeled case: deformable pairs pass their checks "
+        reason = (f"{one}: deformable pairs pass their checks "
                   f"({100 * failures['affine_deformable']:.1f}% failed)")
         return MethodChoice("affine_deformable", labeled, reason, {}, failures)
-    reason = (f"one labeled case: {100 * failures['affine_deformable']:.1f}% of the deformable pairs failed their "
+    reason = (f"{one}: {100 * failures['affine_deformable']:.1f}% of the deformable pairs failed their "
               f"checks (limit {100 * settings.auto_max_failed_fraction:.0f}%)")
     return MethodChoice("affine", labeled, reason, {}, failures)
 

@@ -19,6 +19,7 @@ from cctrnet.preprocessing.case_storage import list_preprocessed_cases, load_pro
 from cctrnet.registration import brs
 from cctrnet.registration.pair_store import PairStore, registration_folder
 from cctrnet.registration.pairs import required_pairs, resolve_strategy
+from cctrnet.utilities.file_io import load_json
 from cctrnet.registration.settings import (AFFINE_BASED_METHODS, DEFAULT_ENGINE, RegistrationSettings, check_engine,
                                            check_method)
 
@@ -124,6 +125,14 @@ def run_registration_stage(
     return summary
 
 
+def dataset_patients(preprocessed_dataset_folder: Path) -> dict[str, str] | None:
+    """Case id -> patient id from the preprocessed dataset.json (copied from the raw one), or None."""
+    from cctrnet.dataset.patients import patient_of_case
+
+    path = preprocessed_dataset_folder / "dataset.json"
+    return patient_of_case(load_json(path)) if path.exists() else None
+
+
 def _run_auto(preprocessed_dataset_folder: Path, labeled_case_ids: Sequence[str] | None, engine: str, num_processes: int,
               dask_scheduler: str | None, configuration: str, settings: RegistrationSettings, retry_failed: bool,
               write_report: bool) -> RegistrationSummary:
@@ -137,11 +146,13 @@ def _run_auto(preprocessed_dataset_folder: Path, labeled_case_ids: Sequence[str]
     labeled = (labeled_cases_of(data_folder, list_preprocessed_cases(data_folder)) if labeled_case_ids is None
                else sorted(labeled_case_ids))
     stores = {m: PairStore(registration_folder(preprocessed_dataset_folder, configuration, m)) for m in method_choice.CANDIDATES}
-    extra = method_choice.leave_one_out_pairs(labeled)  # present already when every labeled case was a candidate
+    patient_of = dataset_patients(Path(preprocessed_dataset_folder))
+    extra = method_choice.leave_one_out_pairs(labeled, patient_of)  # present already when all labeled were candidates
     compute_missing_pairs(data_folder, stores["affine"], extra, "affine", engine, settings, num_processes, dask_scheduler)
     compute_missing_pairs(data_folder, stores["affine_deformable"], extra, "affine_deformable", "torch", settings,
                           num_processes, dask_scheduler, affine_store=stores["affine"])
-    choice = method_choice.choose(data_folder, stores, labeled, summaries["affine_deformable"].pairs, settings)
+    choice = method_choice.choose(data_folder, stores, labeled, summaries["affine_deformable"].pairs, settings,
+                                  patient_of)
     method_choice.save_choice(stores["affine"].folder.parent, method_choice.choice_key(labeled_case_ids), choice)
     if write_report:
         from cctrnet.registration.report import write_report as write_registration_report
