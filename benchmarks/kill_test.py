@@ -2,14 +2,20 @@
 and compare the final outputs with an uninterrupted run.
 
 - ``plan_and_preprocess``: a tiny phantom is planned, preprocessed and registered once without interruption
-  (the reference). Then, in a second folder, the same command is started and killed ``--kills`` times at a
-  random moment within the reference's wall time, each time rerun; a last run completes. Every preprocessed
-  array and every registration record (its timing field left out) and transform must equal the reference's,
-  byte for byte.
+  (the reference). Then, in a second folder, the same command is started and SIGKILLed until ``--kills``
+  kills have landed (a run that finishes first does not count), each time rerun; a last run completes. Every
+  preprocessed array and every registration record (its timing field left out) and transform must equal the
+  reference's, byte for byte.
 - ``train``: a short LabeledOnlyTrainer run on one torch thread and no loader workers (bitwise reproducible) is
-  the reference; the same run is killed ``--kills`` times and resumed with ``--c`` (or restarted when no
-  checkpoint was written yet) until it finishes. The final weights must equal the reference's bitwise and the
-  logged losses to the iteration.
+  the reference; the same run is killed until ``--kills`` kills have landed and resumed with ``--c`` (or
+  restarted when no checkpoint was written yet) until it finishes. The final weights must equal the
+  reference's bitwise and the logged losses to the iteration.
+
+Each kill moment is drawn between 1 s (or the reference's first output, if sooner: some kills land in the
+start-up) and the time the remaining work should take: the reference's time to its first output plus
+``KILL_SHARE`` of the rest scaled by the share of the work still to do (files still missing; iterations
+still to train). Drawing from the whole reference time instead lets every rerun after the first few finish
+before its kill, and the kills stop landing.
 
 Prints a table and writes ``benchmarks/results/kill_test.json``.
 
@@ -34,7 +40,8 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results" / "kill_test.json"
 DATASET_ID = "61"
 TIMING_KEYS = ("seconds",)
-TRAINING_SHARE_OF_RUN = 0.7
+KILL_SHARE = 0.8  # of the remaining work's expected time: kills later than that would mostly miss
+MAX_ATTEMPTS_PER_KILL = 3
 # case properties that name the raw files and their modification times: they differ between the reference's
 # and the killed run's raw folders by construction (two generated copies), not because of a kill
 RAW_FILE_KEYS = ("raw_files", "raw_signature")
@@ -53,6 +60,27 @@ def run(command: list[str], env: dict[str, str], kill_after_s: float | None = No
         os.killpg(process.pid, signal.SIGKILL)
         code = process.wait()
     return code, time.perf_counter() - started
+
+
+def run_reference(command: list[str], env: dict[str, str], output: Path) -> tuple[int, float, float]:
+    """(exit code, wall seconds, seconds until the first file appeared under ``output``)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    first_output = None
+    while process.poll() is None:
+        if first_output is None and output.exists() and next((p for p in output.rglob("*") if p.is_file()), None):
+            first_output = time.perf_counter() - started
+        time.sleep(0.05)
+    total = time.perf_counter() - started
+    return process.returncode, total, total if first_output is None else first_output
+
+
+def kill_moment(rng: random.Random, first_output_s: float, reference_s: float, remaining_share: float) -> float:
+    """Seconds after the start: in the start-up or within the expected time of the work still to do."""
+    low = min(1.0, first_output_s)
+    high = first_output_s + KILL_SHARE * max(0.0, reference_s - first_output_s) * max(0.0, remaining_share)
+    return rng.uniform(low, max(high, low + 0.1))
 
 
 def environment(root: Path) -> dict[str, str]:
@@ -90,17 +118,20 @@ def preprocess_kill_test(work: Path, kills: int, rng: random.Random) -> dict:
         code, _ = run(["cctr_generate_phantom", "-d", DATASET_ID, "--tiny", "--num-training", "6", "--num-test", "1"],
                       environment(root))
         assert code == 0, "the generator failed"
-    code, reference_seconds = run(plan, environment(reference))
+    code, reference_seconds, first_output = run_reference(plan, environment(reference), reference / "pre")
     assert code == 0, "the uninterrupted cctr_plan_and_preprocess failed"
+    expected_files = sum(1 for p in (reference / "pre").rglob("*") if p.is_file())
     moments = []
-    for _ in range(kills):
-        moment = rng.uniform(0.5, reference_seconds)
+    while sum(not m["finished_before_kill"] for m in moments) < kills and len(moments) < MAX_ATTEMPTS_PER_KILL * kills:
+        done = sum(1 for p in (killed / "pre").rglob("*") if p.is_file()) if (killed / "pre").exists() else 0
+        moment = kill_moment(rng, first_output, reference_seconds, 1.0 - done / max(1, expected_files))
         code, _ = run(plan, environment(killed), kill_after_s=moment)
-        moments.append({"kill_after_s": round(moment, 2), "finished_before_kill": code == 0})
+        moments.append({"kill_after_s": round(moment, 2), "files_before": done, "finished_before_kill": code == 0})
     code, _ = run(plan, environment(killed))
     expected, found = digest_tree(reference / "pre"), digest_tree(killed / "pre")
     different = sorted(k for k in expected if found.get(k) != expected[k])
-    return {"command": " ".join(plan), "reference_seconds": round(reference_seconds, 1), "kills": moments,
+    return {"command": " ".join(plan), "reference_seconds": round(reference_seconds, 1),
+            "reference_first_output_seconds": round(first_output, 1), "kills": moments,
             "final_exit_code": code, "files_compared": len(expected), "files_different": different,
             "files_extra": sorted(set(found) - set(expected)), "identical": code == 0 and not different}
 
@@ -114,19 +145,23 @@ def train_kill_test(work: Path, kills: int, iterations: int, rng: random.Random)
              "checkpoint_every_seconds=0"]
     env_reference = dict(environment(root), cctr_results=str(work / "res_reference"))
     env_killed = dict(environment(root), cctr_results=str(work / "res_killed"))
-    code, reference_seconds = run(train, env_reference)
+    from cctrnet.training.checkpoint import checkpoint_iteration
+
+    code, reference_seconds, first_output = run_reference(train, env_reference, work / "res_reference")
     assert code == 0, "the uninterrupted cctr_train failed"
     moments, folder_of = [], lambda base: next(Path(base).glob("*/LabeledOnlyTrainer__labeled2__seed0"), None)
-    for _ in range(kills):
+    while sum(not m["finished_before_kill"] for m in moments) < kills and len(moments) < MAX_ATTEMPTS_PER_KILL * kills:
         folder = folder_of(work / "res_killed")
         if folder is not None and (folder / "checkpoint_final.pth").exists():
             break
         resume = folder is not None and (folder / "checkpoint_latest.pth").exists()
-        # within the first 70 % of the reference run: its last seconds are post-processing and the report, after
-        # checkpoint_final.pth is written, and a kill there leaves nothing to resume
-        moment = rng.uniform(1.0, TRAINING_SHARE_OF_RUN * reference_seconds)
+        done = (checkpoint_iteration(folder / "checkpoint_latest.pth") or 0) if resume else 0
+        # the run's last seconds are post-processing and the report, after checkpoint_final.pth is written: a
+        # kill there leaves nothing to resume, so the moment stays within the iterations still to train
+        moment = kill_moment(rng, first_output, reference_seconds, 1.0 - done / iterations)
         code, _ = run(train + (["--c"] if resume else []), env_killed, kill_after_s=moment)
-        moments.append({"kill_after_s": round(moment, 2), "resumed": resume, "finished_before_kill": code == 0})
+        moments.append({"kill_after_s": round(moment, 2), "resumed_from_iteration": done if resume else None,
+                        "finished_before_kill": code == 0})
     folder = folder_of(work / "res_killed")
     if folder is None or not (folder / "checkpoint_final.pth").exists():
         resume = folder is not None and (folder / "checkpoint_latest.pth").exists()
@@ -136,7 +171,8 @@ def train_kill_test(work: Path, kills: int, iterations: int, rng: random.Random)
     weights_equal = all(torch.equal(value, found["network_weights"][branch][key])
                         for branch, weights in reference["network_weights"].items() for key, value in weights.items())
     losses_equal = reference["log"].get("loss_total") == found["log"].get("loss_total")
-    return {"command": " ".join(train), "reference_seconds": round(reference_seconds, 1), "kills": moments,
+    return {"command": " ".join(train), "reference_seconds": round(reference_seconds, 1),
+            "reference_first_output_seconds": round(first_output, 1), "kills": moments,
             "weights_bitwise_equal": weights_equal, "losses_equal_to_the_iteration": losses_equal,
             "identical": weights_equal and losses_equal}
 
@@ -158,11 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"{'command':<22} {'kills':>5} {'finished early':>14} {'identical':>9}")
+    print(f"{'command':<22} {'kills landed':>12} {'finished early':>14} {'identical':>9}")
     for name in ("preprocess", "train"):
         r = results[name]
         early = sum(k["finished_before_kill"] for k in r["kills"])
-        print(f"{name:<22} {len(r['kills']):>5} {early:>14} {str(r['identical']):>9}")
+        print(f"{name:<22} {len(r['kills']) - early:>12} {early:>14} {str(r['identical']):>9}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2))
     print(f"written {args.output}")

@@ -314,3 +314,21 @@ def test_a_checkpoint_that_cannot_be_written_is_one_error_line_not_a_traceback(t
     assert code == 1
     assert "checkpoint_final.pth" in error and "No space left" in error and "--c" in error
     assert "Traceback" not in error
+
+
+@pytest.mark.parametrize("name", ["CCTRTrainer", "UAMTTrainer"])
+def test_channels_last_training_gives_the_losses_of_contiguous_tensors(tiny_dataset, tmp_path, name):
+    """memory_format=channels_last (the CUDA default) runs every loss term on CPU too, with the same numbers."""
+    histories = {}
+    for memory_format in ("contiguous", "channels_last"):
+        trainer = _trainer(name, 2, tmp_path / memory_format, memory_format=memory_format)
+        assert trainer.channels_last == (memory_format == "channels_last")
+        trainer.run(progress=False)
+        if trainer.channels_last:
+            weight = next(p for p in trainer.branches.parameters() if p.dim() == 4)
+            assert weight.is_contiguous(memory_format=torch.channels_last)
+        histories[memory_format] = trainer.log.history
+    for term, values in histories["contiguous"].items():
+        if term.startswith("loss_"):
+            found = [v for _, v in histories["channels_last"][term]]
+            assert found == pytest.approx([v for _, v in values], rel=1e-3, abs=1e-5), term

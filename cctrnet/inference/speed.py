@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 PRECISION_CHOICES = ("auto", "bfloat16", "float16", "float32")
-MEMORY_FORMAT_CHOICES = ("auto", "channels_last", "contiguous")
+from cctrnet.utilities.device import MEMORY_FORMAT_CHOICES, uses_channels_last
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class DeviceSpeedSettings:
         if precision == "bfloat16" and not _bfloat16_supported(device):
             raise ValueError(f"--precision bfloat16: {torch.cuda.get_device_name(device)} has no bfloat16 support "
                              "(use float16 or auto)")
-        channels_last = self.memory_format == "channels_last" or (self.memory_format == "auto" and on_cuda)
+        channels_last = uses_channels_last(device, self.memory_format)
         return ResolvedSpeedSettings(precision, channels_last, self.compile)
 
 

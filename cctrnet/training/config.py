@@ -87,6 +87,8 @@ class TrainerConfig:
     mixed_precision: bool = True  # used on CUDA only
     #: auto: bfloat16 autocast where the GPU supports it (no gradient scaler), else float16 with a scaler
     mixed_precision_dtype: str = "auto"
+    #: auto: channels-last tensors on CUDA, contiguous on CPU (cctrnet.utilities.device.uses_channels_last)
+    memory_format: str = "auto"
     # data-parallel training (cctr_train --num-processes N, torchrun): how the ranks draw their share of the
     # global batch. "per_rank": each rank its own stream seeded with (seed, iteration, rank), reproducible for
     # a given number of processes; "shared": every rank makes the single-process batch and keeps its rows,
@@ -103,8 +105,11 @@ class TrainerConfig:
 
         if self.rsl_fusion not in FUSION_RULES:
             raise ValueError(f"setting rsl_fusion must be one of {', '.join(FUSION_RULES)}, got {self.rsl_fusion!r}")
-        from cctrnet.utilities.device import AUTOCAST_DTYPE_CHOICES
+        from cctrnet.utilities.device import AUTOCAST_DTYPE_CHOICES, MEMORY_FORMAT_CHOICES
 
+        if self.memory_format not in MEMORY_FORMAT_CHOICES:
+            raise ValueError(f"setting memory_format must be one of {', '.join(MEMORY_FORMAT_CHOICES)}, "
+                             f"got {self.memory_format!r}")
         if self.mixed_precision_dtype not in AUTOCAST_DTYPE_CHOICES:
             raise ValueError(f"setting mixed_precision_dtype must be one of {', '.join(AUTOCAST_DTYPE_CHOICES)}, "
                              f"got {self.mixed_precision_dtype!r}")

@@ -25,6 +25,20 @@ def gpu_description(device) -> tuple[str, float]:
 
 
 AUTOCAST_DTYPE_CHOICES = ("auto", "bfloat16", "float16")
+MEMORY_FORMAT_CHOICES = ("auto", "channels_last", "contiguous")
+
+
+def uses_channels_last(device, setting: str = "auto") -> bool:
+    """Whether 2D convolutions on ``device`` run on channels-last tensors.
+
+    ``auto``: on CUDA, where cuDNN's tensor-core kernels work in channels-last; not on CPU, where it made a
+    training step of either planned network 10-12 % slower (benchmarks.md, "Training memory format").
+    """
+    import torch
+
+    if setting not in MEMORY_FORMAT_CHOICES:
+        raise ValueError(f"memory_format must be one of {', '.join(MEMORY_FORMAT_CHOICES)}, got {setting!r}")
+    return setting == "channels_last" or (setting == "auto" and torch.device(device).type == "cuda")
 
 
 def training_autocast_dtype(device, setting: str = "auto"):

@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from cctrnet.networks.branch import SegmentationBranch
-from cctrnet.utilities.device import training_autocast_dtype
+from cctrnet.utilities.device import training_autocast_dtype, uses_channels_last
 from cctrnet.training.checkpoint import global_random_state, load_checkpoint, restore_global_random_state, save_checkpoint
 from cctrnet.training.config import TrainerConfig
 from cctrnet.training import distributed
@@ -66,6 +66,9 @@ class BaseTrainer:
         self.branches = nn.ModuleDict({
             name: SegmentationBranch(arch, setup.num_input_channels, setup.num_classes)
             for name, arch in self.architectures.items()}).to(self.device)
+        self.channels_last = uses_channels_last(self.device, config.memory_format)
+        if self.channels_last:
+            self.branches.to(memory_format=torch.channels_last)
         self.extra_modules = nn.ModuleDict(self.build_extra_modules()).to(self.device)
         self.optimizers = {name: torch.optim.AdamW(self.parameters_of(name), lr=self.initial_lr(name),
                                                    weight_decay=config.weight_decay)
@@ -233,7 +236,7 @@ class BaseTrainer:
         batch = self.loader.next_batch()
         after_data = time.perf_counter()
         self.data_wait_seconds += after_data - start
-        batch = _to_device(batch, self.device)
+        batch = _to_device(batch, self.device, self.channels_last)
         self.branches.train()
         self.extra_modules.train()
         for optimizer in self.optimizers.values():
@@ -352,10 +355,13 @@ class BaseTrainer:
                                 "ddp_sampling=shared)")
 
 
-def _to_device(value: Any, device: torch.device) -> Any:
+def _to_device(value: Any, device: torch.device, channels_last: bool = False, key: str = "") -> Any:
+    """The batch on ``device``; its images (key ``image``) channels-last when asked, nothing else."""
     if isinstance(value, torch.Tensor):
+        if channels_last and key == "image" and value.dim() == 4:
+            return value.to(device, non_blocking=True, memory_format=torch.channels_last)
         return value.to(device, non_blocking=True)
     if isinstance(value, dict):
-        return {k: _to_device(v, device) for k, v in value.items()}
+        return {k: _to_device(v, device, channels_last, k) for k, v in value.items()}
     return value
 

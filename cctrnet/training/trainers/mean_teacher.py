@@ -49,7 +49,7 @@ class UAMTTrainer(CCTRTrainer):
             teacher_probs = torch.softmax(self.teacher(x_u + self._noise(x_u)).logits.float(), dim=1)
             repeated = x_u.repeat(c.uamt_passes, 1, 1, 1)
             passes = torch.softmax(self.teacher(repeated + self._noise(repeated)).logits.float(), dim=1)
-            mean = passes.view(c.uamt_passes, *teacher_probs.shape).mean(0)
+            mean = passes.reshape(c.uamt_passes, *teacher_probs.shape).mean(0)
             uncertainty = -(mean * torch.log(mean + 1e-6)).sum(dim=1)
         progress = self.schedule.ramp_progress(self.iteration)
         threshold = (0.75 + 0.25 * math.exp(-5 * (1 - progress) ** 2)) * math.log(self.setup.num_classes)
