@@ -23,7 +23,8 @@ setup(
     ],
     extras_require={
         "dask": ["dask[distributed]>=2024.1"],
-        "test": ["pytest>=7", "hypothesis>=6", "dask[distributed]>=2024.1"],
+        "test": ["pytest>=7", "hypothesis>=6", "dask[distributed]>=2024.1", "h5py>=3"],
+        "transunet": ["h5py>=3"],  # reading TransUNet's preprocessed Synapse release (its test volumes are HDF5)
         "reproduce": ["nilearn>=0.10"],
     },
     entry_points={

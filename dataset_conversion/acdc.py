@@ -29,6 +29,7 @@ from dataset_conversion.conversion_utils import (
     resolve_split,
     split_part_of,
 )
+from dataset_conversion.geometry_tolerance import DEFAULT_GEOMETRY_TOLERANCE_MM
 
 ACDC_LABELS = {"background": 0, "RV": 1, "MYO": 2, "LV": 3}
 
@@ -41,6 +42,7 @@ class AcdcConversionSettings:
     name: str = "ACDC"
     channel_name: str = "MRI"
     split_file: Path = field(default_factory=lambda: packaged_split_file("acdc.json"))
+    geometry_tolerance_mm: float = DEFAULT_GEOMETRY_TOLERANCE_MM  # label vs image header, see geometry_tolerance
 
 
 def patient_folders_roots(acdc_root: Path) -> list[Path]:
@@ -160,6 +162,7 @@ def convert_acdc(
         num_processes=num_processes,
         overwrite=overwrite,
         extra_problems=problems,
+        geometry_tolerance_mm=settings.geometry_tolerance_mm,
     )
 
 
@@ -178,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    settings = AcdcConversionSettings(dataset_id=args.dataset_id, name=args.name)
+    settings = AcdcConversionSettings(dataset_id=args.dataset_id, name=args.name,
+                                      geometry_tolerance_mm=args.geometry_tolerance_mm)
     try:
         folder = convert_acdc(args.input, output_root(args.output), args.split, settings,
                               num_processes=args.num_processes, overwrite=args.overwrite)

@@ -1,9 +1,11 @@
 """Shared machinery of the public-dataset converters: splits, input checks, atomic dataset assembly.
 
-A converter describes each output case as a :class:`CaseSource` (where its image and label come from
-and which part of the split it belongs to) and a label lookup table; :func:`build_raw_dataset` checks
+A converter describes each output case as a :class:`CaseSource` (where its image and label files come
+from and which part of the split it belongs to), or as an :class:`ArrayCaseSource` for releases stored
+as arrays without image headers, and gives a label lookup table; :func:`build_raw_dataset` checks
 every input, writes the cases into a hidden sibling folder and renames it into place only when all
-went well, so a failed conversion never leaves half a dataset behind.
+went well, so a failed conversion never leaves half a dataset behind. How far a label's header geometry
+may differ from its image's is the converter's ``geometry_tolerance_mm`` (see ``geometry_tolerance``).
 
 Split parts map to folders: ``train`` -> imagesTr/labelsTr, ``val`` -> imagesVal/labelsVal (our
 extension of the nnU-Net layout), ``test`` -> imagesTs/labelsTs.
@@ -12,16 +14,23 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence, Union
 
 import numpy as np
 
 from cctrnet.dataset.dataset_json import write_dataset_json
 from cctrnet.dataset.geometry import Geometry
 from cctrnet.utilities.file_io import atomic_path, load_json, save_json
+from dataset_conversion.geometry_tolerance import (
+    DEFAULT_GEOMETRY_TOLERANCE_MM,
+    TOLERANCE_OPTION,
+    check_label_geometry,
+    tolerance_problems,
+)
 
 SPLIT_PARTS = ("train", "val", "test")
 PART_FOLDERS: dict[str, tuple[str, str]] = {
@@ -51,6 +60,28 @@ class CaseSource:
     part: str
     image_file: Path
     label_file: Path
+
+
+class ArrayCaseSource(Protocol):
+    """One output case read as arrays, for a release that stores no image headers (its grid is declared).
+
+    ``input_problems`` finds what can be found without reading voxels (missing files, gaps); ``read_arrays``
+    returns the image and label, both (z, y, x), and the grid to write them with, and raises ValueError
+    naming the file on anything wrong. ``label_source`` names the label's file(s) in messages.
+    """
+
+    case_id: str
+    part: str
+
+    @property
+    def label_source(self) -> Path: ...
+
+    def input_problems(self) -> list[str]: ...
+
+    def read_arrays(self) -> tuple[np.ndarray, np.ndarray, Geometry]: ...
+
+
+Case = Union[CaseSource, ArrayCaseSource]
 
 
 def default_num_processes() -> int:
@@ -159,33 +190,46 @@ def read_header_geometry(path: Path) -> Geometry:
     return Geometry(tuple(reversed(reader.GetSize())), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
 
 
-def case_source_problems(cases: Iterable[CaseSource]) -> list[str]:
-    """Missing files, unreadable headers and image/label grid mismatches, all of them."""
-    problems: list[str] = []
+@dataclass
+class InputCheck:
+    """What the checks before writing found: problems stop the conversion, warnings (one per case) do not."""
+
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    cases_given_image_geometry: list[str] = field(default_factory=list)
+
+
+def check_case_sources(
+    cases: Iterable[Case], geometry_tolerance_mm: float = DEFAULT_GEOMETRY_TOLERANCE_MM,
+) -> InputCheck:
+    """Missing files, unreadable headers and image/label grid differences beyond the tolerance, all of them."""
+    check = InputCheck()
     for case in cases:
+        if not isinstance(case, CaseSource):
+            check.problems.extend(case.input_problems())
+            continue
         missing = [f for f in (case.image_file, case.label_file) if not f.is_file()]
-        problems.extend(f"{f}: missing (needed for case {case.case_id})" for f in missing)
+        check.problems.extend(f"{f}: missing (needed for case {case.case_id})" for f in missing)
         if missing:
             continue
         try:
             image_geometry = read_header_geometry(case.image_file)
             label_geometry = read_header_geometry(case.label_file)
         except ValueError as error:
-            problems.append(str(error))
+            check.problems.append(str(error))
             continue
-        if image_geometry.shape_zyx != label_geometry.shape_zyx:
-            problems.append(
-                f"{case.label_file}: size (z, y, x) {label_geometry.shape_zyx} differs from its image "
-                f"{case.image_file.name} {image_geometry.shape_zyx}"
-            )
-        elif not image_geometry.same_grid(label_geometry):
-            differences = "; ".join(image_geometry.differences(label_geometry))
-            problems.append(f"{case.label_file}: grid differs from its image {case.image_file.name} ({differences})")
-    return problems
+        outcome = check_label_geometry(case.image_file, image_geometry, case.label_file, label_geometry,
+                                       geometry_tolerance_mm)
+        if outcome.problem:
+            check.problems.append(outcome.problem)
+        if outcome.warning:
+            check.warnings.append(outcome.warning)
+            check.cases_given_image_geometry.append(case.case_id)
+    return check
 
 
 # --- writing ------------------------------------------------------------------------------------
-def output_files(case: CaseSource, dataset_folder: Path) -> tuple[Path, Path]:
+def output_files(case: Case, dataset_folder: Path) -> tuple[Path, Path]:
     """Where a case's (single-channel) image and label go inside a dataset folder."""
     images_folder, labels_folder = PART_FOLDERS[case.part]
     return (
@@ -194,11 +238,19 @@ def output_files(case: CaseSource, dataset_folder: Path) -> tuple[Path, Path]:
     )
 
 
-def convert_case(case: CaseSource, dataset_folder: Path, table: np.ndarray) -> str | None:
+def convert_case(case: Case, dataset_folder: Path, table: np.ndarray) -> str | None:
     """Write one case; returns a problem message instead of raising so all failures can be listed."""
     from cctrnet.dataset.image_io import ImageReadError, read_image, write_image
 
     image_out, label_out = output_files(case, dataset_folder)
+    if not isinstance(case, CaseSource):
+        try:
+            image_zyx, label_zyx, geometry = case.read_arrays()
+            write_image(image_zyx.astype(np.float32, copy=False), geometry, image_out)
+            write_image(remap_labels(label_zyx, table, case.label_source), geometry, label_out)
+        except (ValueError, OSError) as error:
+            return str(error)
+        return None
     try:
         geometry = read_header_geometry(case.image_file)
         if case.image_file.name.lower().endswith(FILE_ENDING):
@@ -208,18 +260,18 @@ def convert_case(case: CaseSource, dataset_folder: Path, table: np.ndarray) -> s
             image_zyx, geometry = read_image(case.image_file, dtype=np.float32)
             write_image(image_zyx, geometry, image_out)
         label_zyx, _ = read_image(case.label_file, dtype=np.float32)
-        # the label takes the image's geometry exactly (the grids were checked to agree)
+        # the label takes the image's geometry exactly (the grids were checked to agree within the tolerance)
         write_image(remap_labels(label_zyx, table, case.label_file), geometry, label_out)
     except (ValueError, ImageReadError, OSError) as error:
         return str(error)
     return None
 
 
-def _convert_case_star(arguments: tuple[CaseSource, Path, np.ndarray]) -> str | None:
+def _convert_case_star(arguments: tuple[Case, Path, np.ndarray]) -> str | None:
     return convert_case(*arguments)
 
 
-def _convert_all(cases: Sequence[CaseSource], staging: Path, table: np.ndarray, num_processes: int) -> list[str]:
+def _convert_all(cases: Sequence[Case], staging: Path, table: np.ndarray, num_processes: int) -> list[str]:
     from tqdm import tqdm
 
     jobs = [(case, staging, table) for case in cases]
@@ -233,7 +285,7 @@ def _convert_all(cases: Sequence[CaseSource], staging: Path, table: np.ndarray, 
 
 
 def build_raw_dataset(
-    cases: Sequence[CaseSource],
+    cases: Sequence[Case],
     dataset_folder: str | os.PathLike,
     label_table: np.ndarray,
     channel_name: str,
@@ -243,14 +295,17 @@ def build_raw_dataset(
     num_processes: int = 1,
     overwrite: bool = False,
     extra_problems: Sequence[str] = (),
+    geometry_tolerance_mm: float = DEFAULT_GEOMETRY_TOLERANCE_MM,
 ) -> Path:
     """Check all inputs, then write the whole raw dataset or nothing; returns the dataset folder.
 
     ``extra_problems`` are layout problems the converter found itself (missing folders, bad Info.cfg);
-    they are reported together with the file checks done here.
+    they are reported together with the file checks done here. A label whose header geometry differs from
+    its image's by at most ``geometry_tolerance_mm`` (largest voxel displacement) is written with its image's
+    geometry after a warning on stderr; a larger difference is a problem.
     """
     dataset_folder = Path(dataset_folder).resolve()
-    problems = list(extra_problems)
+    problems = list(extra_problems) + tolerance_problems(geometry_tolerance_mm)
     if dataset_folder.exists() and not overwrite:
         problems.append(f"{dataset_folder}: already exists (use --overwrite to replace it)")
     unknown_parts = sorted({c.part for c in cases} - set(PART_FOLDERS))
@@ -258,9 +313,14 @@ def build_raw_dataset(
         problems.append(f"unknown split part(s) {unknown_parts}; expected {', '.join(SPLIT_PARTS)}")
     if not problems and not any(c.part == "train" for c in cases):
         problems.append("no training case to convert")
-    problems.extend(case_source_problems(cases))
+    check = check_case_sources(cases, geometry_tolerance_mm)
+    problems.extend(check.problems)
     if problems:
         raise ConversionError(problems)
+    for warning in check.warnings:
+        print(f"[cctrnet] warning: {warning}", file=sys.stderr)
+    dataset_json_extra = {**dataset_json_extra, "geometry_tolerance_mm": geometry_tolerance_mm,
+                          "labels_given_image_geometry": sorted(check.cases_given_image_geometry)}
 
     staging = dataset_folder.parent / f".{dataset_folder.name}.partial-{os.getpid()}"
     if staging.exists():
@@ -279,7 +339,7 @@ def build_raw_dataset(
 
 
 def _write_contract_files(
-    cases: Sequence[CaseSource],
+    cases: Sequence[Case],
     folder: Path,
     channel_name: str,
     labels: Mapping[str, int],
@@ -320,6 +380,11 @@ def add_common_arguments(parser: Any, dataset_id: int, name: str) -> None:
     parser.add_argument("-np", "--num-processes", type=int, default=default_num_processes(),
                         help=f"worker processes (default: {default_num_processes()})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset of the same name")
+    parser.add_argument(TOLERANCE_OPTION, type=float, default=DEFAULT_GEOMETRY_TOLERANCE_MM, metavar="MM",
+                        help="largest distance (mm) a voxel may move between a label's header grid and its image's "
+                             "(origin, spacing and direction together); up to it the label gets its image's geometry "
+                             "after a warning, beyond it the conversion stops "
+                             f"(default: {DEFAULT_GEOMETRY_TOLERANCE_MM:g})")
 
 
 def output_root(argument: str | None) -> Path:
