@@ -2,7 +2,8 @@
 
 For each trainer (LS = LabeledOnlyTrainer, CCT-R) and each number of labeled cases (1, 2), one run labels the
 suggested cases and ``--draws`` runs label cases drawn at random (seeded, each draw its own seed, the same draws
-for every trainer); every run is trained with ``--val`` (test Dice on imagesTs). The script is resumable: each
+for every trainer); every run is evaluated on the test cases (``--val --val-set test``: imagesTs), which is
+right here because nothing is chosen on these numbers, they only report. The script is resumable: each
 finished run's test Dice is stored in ``OUTPUT/results.json`` at once, and a rerun skips it. It prints, per
 (trainer, N), the suggested run's Dice and the random runs' mean, standard deviation and range.
 
@@ -28,22 +29,29 @@ DRAW_SEED_BASE = 1000
 SUGGESTED_SEED = 999
 
 
+def _test_summary(model_folder: Path) -> Path:
+    from cctrnet.training.validation import OUTPUT_SUBFOLDER, TEST_SET
+
+    return model_folder / OUTPUT_SUBFOLDER[TEST_SET] / "summary.json"
+
+
 def _test_dice(model_folder: Path) -> float:
     from cctrnet.utilities.file_io import load_json
 
-    return float(load_json(model_folder / "validation" / "summary.json")["mean"]["dice_percent"])
+    return float(load_json(_test_summary(model_folder))["mean"]["dice_percent"])
 
 
 def _run(dataset: str, trainer: str, cases: list[str], seed: int, iterations: int, overrides: dict[str, Any]) -> float:
-    from cctrnet.training.train_run import model_folder_of, train
     from cctrnet.training.run_setup import prepare_run
+    from cctrnet.training.train_run import model_folder_of, train
+    from cctrnet.training.validation import TEST_SET
 
     setup = prepare_run(dataset, None, cases, seed)
     folder = model_folder_of(setup.dataset_name, trainer, len(cases), seed)
-    if (folder / "validation" / "summary.json").is_file() and (folder / "checkpoint_final.pth").is_file():
+    if _test_summary(folder).is_file() and (folder / "checkpoint_final.pth").is_file():
         return _test_dice(folder)
     folder = train(dataset, trainer, labeled_cases=cases, seed=seed, iterations=iterations, device_name="auto",
-                   overrides=overrides, progress=False, validate=True)
+                   overrides=overrides, progress=False, validate=True, validation_set=TEST_SET)
     return _test_dice(folder)
 
 
