@@ -12,10 +12,10 @@ and compare the final outputs with an uninterrupted run.
   reference's bitwise and the logged losses to the iteration.
 
 Each kill moment is drawn between 1 s (or the reference's first output, if sooner: some kills land in the
-start-up) and the time the remaining work should take: the reference's time to its first output plus
-``KILL_SHARE`` of the rest scaled by the share of the work still to do (files still missing; iterations
-still to train). Drawing from the whole reference time instead lets every rerun after the first few finish
-before its kill, and the kills stop landing.
+start-up) and the reference's time to its first output plus ``KILL_SHARE`` of the rest, scaled by the share
+of the work still to do (files still missing; iterations still to train) but by at most ``2 / kills``, so
+that a kill advances the work by about a ``kills``-th on average and all of them land before it is done.
+Drawing from the whole reference time instead lets every rerun after the first few finish before its kill.
 
 Prints a table and writes ``benchmarks/results/kill_test.json``.
 
@@ -76,10 +76,12 @@ def run_reference(command: list[str], env: dict[str, str], output: Path) -> tupl
     return process.returncode, total, total if first_output is None else first_output
 
 
-def kill_moment(rng: random.Random, first_output_s: float, reference_s: float, remaining_share: float) -> float:
+def kill_moment(rng: random.Random, first_output_s: float, reference_s: float, remaining_share: float,
+                kills: int) -> float:
     """Seconds after the start: in the start-up or within the expected time of the work still to do."""
     low = min(1.0, first_output_s)
-    high = first_output_s + KILL_SHARE * max(0.0, reference_s - first_output_s) * max(0.0, remaining_share)
+    share = min(max(0.0, remaining_share), 2.0 / max(1, kills))
+    high = first_output_s + KILL_SHARE * max(0.0, reference_s - first_output_s) * share
     return rng.uniform(low, max(high, low + 0.1))
 
 
@@ -124,7 +126,7 @@ def preprocess_kill_test(work: Path, kills: int, rng: random.Random) -> dict:
     moments = []
     while sum(not m["finished_before_kill"] for m in moments) < kills and len(moments) < MAX_ATTEMPTS_PER_KILL * kills:
         done = sum(1 for p in (killed / "pre").rglob("*") if p.is_file()) if (killed / "pre").exists() else 0
-        moment = kill_moment(rng, first_output, reference_seconds, 1.0 - done / max(1, expected_files))
+        moment = kill_moment(rng, first_output, reference_seconds, 1.0 - done / max(1, expected_files), kills)
         code, _ = run(plan, environment(killed), kill_after_s=moment)
         moments.append({"kill_after_s": round(moment, 2), "files_before": done, "finished_before_kill": code == 0})
     code, _ = run(plan, environment(killed))
@@ -158,7 +160,7 @@ def train_kill_test(work: Path, kills: int, iterations: int, rng: random.Random)
         done = (checkpoint_iteration(folder / "checkpoint_latest.pth") or 0) if resume else 0
         # the run's last seconds are post-processing and the report, after checkpoint_final.pth is written: a
         # kill there leaves nothing to resume, so the moment stays within the iterations still to train
-        moment = kill_moment(rng, first_output, reference_seconds, 1.0 - done / iterations)
+        moment = kill_moment(rng, first_output, reference_seconds, 1.0 - done / iterations, kills)
         code, _ = run(train + (["--c"] if resume else []), env_killed, kill_after_s=moment)
         moments.append({"kill_after_s": round(moment, 2), "resumed_from_iteration": done if resume else None,
                         "finished_before_kill": code == 0})
