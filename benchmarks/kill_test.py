@@ -11,15 +11,14 @@ and compare the final outputs with an uninterrupted run.
   restarted when no checkpoint was written yet) until it finishes. The final weights must equal the
   reference's bitwise and the logged losses to the iteration.
 
-Each kill moment is drawn between 1 s (or the reference's first output, if sooner: some kills land in the
-start-up) and the reference's time to its first output plus ``KILL_SHARE`` of the rest, scaled by the share
-of the work still to do (files still missing; iterations still to train) but by at most ``2 / kills``, so
-that a kill advances the work by about a ``kills``-th on average and all of them land before it is done.
-Drawing from the whole reference time instead lets every rerun after the first few finish before its kill.
-
-Prints a table and writes ``benchmarks/results/kill_test.json``.
-
-    python benchmarks/kill_test.py --kills 20 --iterations 40
+The kills are spread over the whole work: kill i of n aims at a point drawn uniformly in the i-th n-th of
+the first ``KILL_SHARE`` of the work (stratified), and is sent when the rerun should reach it: after the
+reference's time to its first output plus the share of the reference's remaining time between the work
+already saved (files present; iterations in the checkpoint) and that point. A rerun whose start-up takes
+longer than the reference's is killed before it saves anything new; the next aim lies further on, so the
+kills still move through preprocessing, registration and training. (Drawing from the whole reference time
+instead lets reruns finish before their kill; drawing a share of the remaining time puts most kills at the
+end.)
 """
 from __future__ import annotations
 
@@ -40,7 +39,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results" / "kill_test.json"
 DATASET_ID = "61"
 TIMING_KEYS = ("seconds",)
-KILL_SHARE = 0.8  # of the remaining work's expected time: kills later than that would mostly miss
+KILL_SHARE = 0.9  # the kills aim at the first 90 % of the work: later ones would often miss the end
 MAX_ATTEMPTS_PER_KILL = 3
 # case properties that name the raw files and their modification times: they differ between the reference's
 # and the killed run's raw folders by construction (two generated copies), not because of a kill
@@ -76,13 +75,12 @@ def run_reference(command: list[str], env: dict[str, str], output: Path) -> tupl
     return process.returncode, total, total if first_output is None else first_output
 
 
-def kill_moment(rng: random.Random, first_output_s: float, reference_s: float, remaining_share: float,
-                kills: int) -> float:
-    """Seconds after the start: in the start-up or within the expected time of the work still to do."""
-    low = min(1.0, first_output_s)
-    share = min(max(0.0, remaining_share), 2.0 / max(1, kills))
-    high = first_output_s + KILL_SHARE * max(0.0, reference_s - first_output_s) * share
-    return rng.uniform(low, max(high, low + 0.1))
+def kill_moment(rng: random.Random, first_output_s: float, reference_s: float, done_share: float, index: int,
+                kills: int) -> tuple[float, float]:
+    """(seconds after the start, the share of the work aimed at) for kill ``index`` (0-based) of ``kills``."""
+    aim = KILL_SHARE * (index + rng.random()) / max(1, kills)
+    work_s = max(0.0, reference_s - first_output_s)
+    return max(0.5, first_output_s + max(0.0, aim - done_share) * work_s), aim
 
 
 def environment(root: Path) -> dict[str, str]:
@@ -126,9 +124,11 @@ def preprocess_kill_test(work: Path, kills: int, rng: random.Random) -> dict:
     moments = []
     while sum(not m["finished_before_kill"] for m in moments) < kills and len(moments) < MAX_ATTEMPTS_PER_KILL * kills:
         done = sum(1 for p in (killed / "pre").rglob("*") if p.is_file()) if (killed / "pre").exists() else 0
-        moment = kill_moment(rng, first_output, reference_seconds, 1.0 - done / max(1, expected_files), kills)
+        landed = sum(not m["finished_before_kill"] for m in moments)
+        moment, aim = kill_moment(rng, first_output, reference_seconds, done / max(1, expected_files), landed, kills)
         code, _ = run(plan, environment(killed), kill_after_s=moment)
-        moments.append({"kill_after_s": round(moment, 2), "files_before": done, "finished_before_kill": code == 0})
+        moments.append({"kill_after_s": round(moment, 2), "aimed_at_share": round(aim, 3), "files_before": done,
+                        "finished_before_kill": code == 0})
     code, _ = run(plan, environment(killed))
     expected, found = digest_tree(reference / "pre"), digest_tree(killed / "pre")
     different = sorted(k for k in expected if found.get(k) != expected[k])
@@ -160,10 +160,11 @@ def train_kill_test(work: Path, kills: int, iterations: int, rng: random.Random)
         done = (checkpoint_iteration(folder / "checkpoint_latest.pth") or 0) if resume else 0
         # the run's last seconds are post-processing and the report, after checkpoint_final.pth is written: a
         # kill there leaves nothing to resume, so the moment stays within the iterations still to train
-        moment = kill_moment(rng, first_output, reference_seconds, 1.0 - done / iterations, kills)
+        landed = sum(not m["finished_before_kill"] for m in moments)
+        moment, aim = kill_moment(rng, first_output, reference_seconds, done / iterations, landed, kills)
         code, _ = run(train + (["--c"] if resume else []), env_killed, kill_after_s=moment)
-        moments.append({"kill_after_s": round(moment, 2), "resumed_from_iteration": done if resume else None,
-                        "finished_before_kill": code == 0})
+        moments.append({"kill_after_s": round(moment, 2), "aimed_at_share": round(aim, 3),
+                        "resumed_from_iteration": done if resume else None, "finished_before_kill": code == 0})
     folder = folder_of(work / "res_killed")
     if folder is None or not (folder / "checkpoint_final.pth").exists():
         resume = folder is not None and (folder / "checkpoint_latest.pth").exists()
