@@ -8,7 +8,9 @@ semi-supervised literature (70 train / 10 validation / 20 test patients). Labels
 Layout, as ``cctr_convert_acdc`` writes ACDC: training patients in imagesTr/labelsTr, validation patients in
 imagesVal/labelsVal, test patients in imagesTs/labelsTs; ``dataset.json`` declares the patients
 (``"patients": {"patient001": ["patient001_ED", "patient001_ES"], ...}``), ``splits.json`` the split and
-``patients.json`` what each patient drew (group, targets, scanner).
+``patients.json`` what each patient drew (group, targets, scanner; with appearance version 2 also its contrast,
+coils, B0 field and breath-hold poses). ``--appearance-version`` chooses the image model (default 1, see
+``acdc_appearance_v2_config``).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
-from dataset_conversion.acdc_population_config import AcdcPopulationConfig
+from dataset_conversion.acdc_population_config import APPEARANCE_VERSIONS, AcdcPopulationConfig
 from dataset_conversion.acdc_population_groups import GROUPS
 from dataset_conversion.acdc_population_patient import (FRAMES, frame_case_id, generate_patient, patient_group,
                                                         patient_id)
@@ -112,7 +114,8 @@ def generate_acdc_population_dataset(
             folder, CHANNEL_NAMES, LABELS, 2 * len(split["train"]), file_ending, name=name, description=DESCRIPTION,
             numValidation=2 * len(split["val"]), numTest=2 * len(split["test"]), patients=patients,
             generator={"program": "cctr_generate_acdc_population", "seed": seed, "num_patients": num_patients,
-                       "split_fractions": list(split_fractions), "config": config.to_dict(),
+                       "split_fractions": list(split_fractions), "appearance_version": config.appearance_version,
+                       "config": config.to_dict(),
                        "groups": {group: ranges.to_dict() for group, ranges in GROUPS.items()}})
         save_json({"unit": "patient", "source": "cctr_generate_acdc_population: first patients train, then val, "
                    "then test (groups in turn)", **split,
@@ -123,17 +126,20 @@ def generate_acdc_population_dataset(
 
 
 def write_preview_png(path: Path, seed: int = 0, config: AcdcPopulationConfig | None = None) -> Path:
-    """One row per group (its first patient): ED and ES, each as a mid-ventricular slice and a long-axis cut."""
+    """One row per group (its first patient): ED and ES, each as a mid-ventricular slice and a long-axis cut, in the
+    configuration's appearance version (named in the title when it is not 1)."""
     from dataset_conversion.phantom import PREVIEW_COLOURS
     from dataset_conversion.preview import write_frames_preview
 
+    config = config or AcdcPopulationConfig()
     rows = []
     for index in range(len(GROUPS)):
         patient = generate_patient(index, case_seed(seed, index), config)
         rows.append((f"{patient.patient} {patient_group(index)} {patient.scanner.field_strength_t:g} T",
                      [(frame, patient.images[frame], patient.labels[frame]) for frame in FRAMES], patient.geometry))
+    version = "" if config.appearance_version == 1 else f" (appearance version {config.appearance_version})"
     return write_frames_preview(path, rows, PREVIEW_COLOURS,
-                                "ACDC-like population: RV (blue), myocardium (yellow), LV (red)")
+                                f"ACDC-like population{version}: RV (blue), myocardium (yellow), LV (red)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,12 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar=("TRAIN", "VAL", "TEST"), help="fractions of patients per part (default 0.7 0.1 0.2)")
     parser.add_argument("--tiny", action="store_true", help="80x80 px, 6-9 thick slices: a small dataset for tests")
     parser.add_argument("-np", "--num-processes", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--appearance-version", type=int, choices=APPEARANCE_VERSIONS, default=1,
+                        help="image appearance model: 1, one tissue-intensity model for all patients (default; every "
+                             "documented result used it), or 2, adding per-patient contrast, coil shading, 3 T "
+                             "bands and breath-hold misregistration (documentation/phantom.md)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     config = AcdcPopulationConfig.tiny() if args.tiny else AcdcPopulationConfig()
+    config = config.with_changes(appearance_version=args.appearance_version)
     if args.preview is not None:
         print(f"preview written to {write_preview_png(args.preview, seed=args.seed, config=config)}")
         return

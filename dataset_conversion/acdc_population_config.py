@@ -11,8 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from dataset_conversion.acdc_appearance_v2_config import AppearanceV2Config
 from dataset_conversion.generator_config import GeneratorConfig, Range
 from dataset_conversion.phantom_config import PhantomConfig
+
+APPEARANCE_VERSIONS = (1, 2)
 
 
 def _default_acquisition() -> PhantomConfig:
@@ -50,6 +53,10 @@ class AcdcPopulationConfig(GeneratorConfig):
     # grid on which the heart's volumes are measured while it is fitted to its targets (3 mm: within ~0.5 %
     # of a 1 mm grid)
     solver_spacing_mm: float = 3.0
+    # 1: one tissue-intensity model for all (the version every documented result so far used); 2: adds per-patient
+    # contrast, coil shading, 3 T bands and breath-hold misregistration (``appearance_v2``)
+    appearance_version: int = 1
+    appearance_v2: AppearanceV2Config = field(default_factory=AppearanceV2Config)
 
     def __post_init__(self) -> None:
         self.check_ranges(("noise_fraction_1p5t", "noise_fraction_3t", "tissue_brightening_3t",
@@ -57,9 +64,19 @@ class AcdcPopulationConfig(GeneratorConfig):
         self.check_non_negative(("max_bias_log_1p5t", "max_bias_log_3t", "max_missing_slices"))
         if self.solver_spacing_mm <= 0:
             raise ValueError(f"AcdcPopulationConfig.solver_spacing_mm must be > 0, got {self.solver_spacing_mm}")
+        if self.appearance_version not in APPEARANCE_VERSIONS:
+            raise ValueError(f"AcdcPopulationConfig.appearance_version must be one of {APPEARANCE_VERSIONS}, got "
+                             f"{self.appearance_version!r}")
         for name in ("fraction_3t", "missing_base_probability", "missing_apex_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"AcdcPopulationConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """All settings; version 2's only when it is the one used."""
+        content = {key: value for key, value in super().to_dict().items() if key != "appearance_v2"}
+        if self.appearance_version == 2:
+            content["appearance_v2"] = self.appearance_v2.to_dict()
+        return content
 
     @classmethod
     def tiny(cls, **overrides: Any) -> "AcdcPopulationConfig":

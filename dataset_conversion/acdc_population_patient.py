@@ -2,8 +2,8 @@
 
 Both frames share the pose, the body, the acquisition grid, the scanner's contrast and bias field; only the
 heart (ED or ES, ``acdc_population_heart``) and the image noise and texture differ. The patient seed is
-split into independent streams (anatomy, acquisition, ED rendering, ES rendering), so a change in one part
-does not move the random draws of another.
+split into independent streams (anatomy, acquisition, ED rendering, ES rendering, and appearance version 2's),
+so a change in one part does not move the random draws of another; version 1 never reads the fifth stream.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from cctrnet.dataset.geometry import Geometry
+from dataset_conversion.acdc_appearance_v2 import PatientAppearance, sample_patient_appearance
 from dataset_conversion.acdc_population_config import AcdcPopulationConfig, Scanner, sample_scanner
 from dataset_conversion.acdc_population_groups import GROUP_NAMES, GROUPS, CardiacTargets, sample_targets
 from dataset_conversion.acdc_population_heart import end_diastolic_heart, end_systolic_heart, heart_volumes
@@ -53,14 +54,18 @@ class PatientFrames:
     labels: dict[str, np.ndarray]
     geometry: Geometry
     heart_volumes_ml: dict[str, dict[str, float]]  # per frame, painted on the solver grid (no slices)
+    appearance: PatientAppearance | None = None  # appearance version 2's draws; None for version 1
 
     def info(self) -> dict[str, Any]:
-        return {"group": self.group, "cases": {frame: frame_case_id(self.patient, frame) for frame in FRAMES},
+        info = {"group": self.group, "cases": {frame: frame_case_id(self.patient, frame) for frame in FRAMES},
                 "targets": self.targets.to_dict(), "scanner": self.scanner.to_dict(),
                 "shape_zyx": list(self.geometry.shape_zyx),
                 "spacing_xyz_mm": [round(float(s), 4) for s in self.geometry.spacing_xyz],
                 "heart_volumes_ml": {frame: {k: round(v, 1) for k, v in volumes.items()}
                                      for frame, volumes in self.heart_volumes_ml.items()}}
+        if self.appearance is not None:
+            info["appearance"] = self.appearance.to_dict()
+        return info
 
 
 def _drop_slices(acquisition: Acquisition, base_slices: int, apex_slices: int, min_kept: int) -> Acquisition:
@@ -88,8 +93,9 @@ def generate_patient(patient_index: int, patient_seed: int, config: AcdcPopulati
     arguments always give byte-identical frames."""
     config = config or AcdcPopulationConfig()
     group = patient_group(patient_index)
-    anatomy_rng, acquisition_rng, *frame_rngs = (np.random.default_rng(s)
-                                                 for s in np.random.SeedSequence(int(patient_seed)).spawn(4))
+    # spawned children depend only on their index, so the first four streams are version 1's whatever follows
+    anatomy_rng, acquisition_rng, ed_rng, es_rng, appearance_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(int(patient_seed)).spawn(5))
     targets = sample_targets(anatomy_rng, GROUPS[group])
     base_heart = sample_heart(anatomy_rng, config.acquisition.shape_perturbation_scale)
     hearts = {"ED": end_diastolic_heart(base_heart, targets, anatomy_rng, config.solver_spacing_mm)}
@@ -102,12 +108,20 @@ def generate_patient(patient_index: int, patient_seed: int, config: AcdcPopulati
     acquisition = sample_acquisition(acquisition_rng, phantom_config, hearts["ED"], rotation)
     acquisition = _drop_slices(acquisition, scanner.missing_base_slices, scanner.missing_apex_slices,
                                config.min_slices_kept)
-    appearance = _scanner_contrast(sample_appearance(acquisition_rng, phantom_config), scanner)
+    appearance = sample_appearance(acquisition_rng, phantom_config)
+    written_grid = subject_geometry(acquisition, phantom_config.oblique_direction)
+    drawn_v2 = (sample_patient_appearance(appearance_rng, config.appearance_v2, scanner.field_strength_t,
+                                          hearts["ED"], rotation, body, acquisition.shape_zyx[0])
+                if config.appearance_version == 2 else None)
+    if drawn_v2 is None or "contrast" not in drawn_v2.effects:  # version 2's contrast replaces this one
+        appearance = _scanner_contrast(appearance, scanner)
+    if drawn_v2 is not None:
+        appearance, acquisition = drawn_v2.apply(appearance, acquisition)
 
     images, labels = {}, {}
-    for frame, rng in zip(FRAMES, frame_rngs):
+    for frame, rng in zip(FRAMES, (ed_rng, es_rng)):
         subject = SubjectParameters(hearts[frame], rotation, body, acquisition, appearance)
         images[frame], labels[frame] = render_subject(subject, phantom_config, rng)
-    return PatientFrames(patient_id(patient_index), group, targets, scanner, images, labels,
-                         subject_geometry(acquisition, phantom_config.oblique_direction),
-                         {frame: heart_volumes(heart, True, config.solver_spacing_mm) for frame, heart in hearts.items()})
+    volumes = {frame: heart_volumes(heart, True, config.solver_spacing_mm) for frame, heart in hearts.items()}
+    return PatientFrames(patient_id(patient_index), group, targets, scanner, images, labels, written_grid, volumes,
+                         drawn_v2)

@@ -14,6 +14,7 @@ from enum import IntEnum
 import numpy as np
 
 from dataset_conversion.phantom_config import PhantomConfig
+from dataset_conversion.phantom_effects import OffResonance, SliceMotion, SpatialField
 
 
 class Tissue(IntEnum):
@@ -194,6 +195,7 @@ class Acquisition:
     oblique_direction: np.ndarray  # 3x3, columns: world directions of the x, y, z index axes
     oblique_origin_xyz_mm: np.ndarray  # patient-frame point of voxel (0, 0, 0)
     patient_offset_xyz_mm: np.ndarray  # scanner position of the patient frame's origin (added to the written origin)
+    slice_motion: SliceMotion | None = None  # per-slice breath-hold displacement; None: every slice sees one pose
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,8 @@ class Appearance:
     noise_fraction: float
     bias_coefficients: np.ndarray  # 3 linear then 6 quadratic terms of the log bias field
     bias_log_amplitude: float
+    off_resonance: OffResonance | None = None  # bSSFP banding; None: every voxel on resonance
+    receive_field: SpatialField | None = None  # surface-coil shading of the noise-free image; None: none
 
 
 @dataclass(frozen=True)

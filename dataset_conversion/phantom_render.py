@@ -40,7 +40,11 @@ def render_subject(subject: SubjectParameters, config: PhantomConfig, rng: np.ra
         tissue = body_tissue.copy()
         sample_label = label if offset_mm == 0.0 else np.zeros_like(label)
         _paint_heart(tissue.reshape(-1), sample_label.reshape(-1), *(c.reshape(-1) for c in points), subject)
-        relative_intensity += subject.appearance.tissue_intensity[tissue]
+        if subject.appearance.off_resonance is None:
+            relative_intensity += subject.appearance.tissue_intensity[tissue]
+        else:
+            relative_intensity += (subject.appearance.tissue_intensity[tissue]
+                                   * subject.appearance.off_resonance.factor(tissue, *points))
     relative_intensity /= samples
     if config.texture_amplitude > 0:
         relative_intensity *= _texture(acquisition.shape_zyx, acquisition.spacing_xyz_mm[0], config, rng)
@@ -50,6 +54,8 @@ def render_subject(subject: SubjectParameters, config: PhantomConfig, rng: np.ra
 
     appearance = subject.appearance
     clean = relative_intensity * _bias_field(subject, *centre_points) * np.float32(appearance.intensity_scale)
+    if appearance.receive_field is not None:
+        clean = clean * np.asarray(appearance.receive_field(*centre_points), dtype=np.float32)
     image = rician_int16(clean, appearance.noise_fraction * appearance.intensity_scale, rng)
     return image, label
 
@@ -79,7 +85,8 @@ def _linear_interpolation_matrix(fine_size: int, coarse_size: int) -> np.ndarray
 
 
 def _world_points(subject: SubjectParameters, through_plane_offset_mm: float) -> tuple[np.ndarray, ...]:
-    """World coordinates x, y, z (each (z, y, x) float32) of the voxel centres, shifted along the slice normal."""
+    """World coordinates x, y, z (each (z, y, x) float32) of the voxel centres, shifted along the slice normal
+    (and, with a ``SliceMotion``, to where each slice saw the patient)."""
     acquisition = subject.acquisition
     nz, ny, nx = acquisition.shape_zyx
     sx, sy, sz = acquisition.spacing_xyz_mm
@@ -87,6 +94,8 @@ def _world_points(subject: SubjectParameters, through_plane_offset_mm: float) ->
     along_x = (np.arange(nx) * sx).astype(np.float32)[None, None, :]
     along_y = (np.arange(ny) * sy).astype(np.float32)[None, :, None]
     along_z = (np.arange(nz) * sz + through_plane_offset_mm).astype(np.float32)[:, None, None]
+    if acquisition.slice_motion is not None:
+        along_x, along_y = acquisition.slice_motion.grid_xy_mm(along_x, along_y)
     coordinates = []
     for axis in range(3):
         column_x, column_y, column_z = (np.float32(v) for v in direction[axis])

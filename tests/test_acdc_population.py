@@ -2,6 +2,7 @@
 ``--labeled N`` counting patients when dataset.json declares them."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -42,6 +43,35 @@ def test_a_patient_is_the_same_for_the_same_seed_and_differs_for_another():
         assert first.images[frame].dtype == np.int16 and first.labels[frame].dtype == np.uint8
     assert first.geometry == again.geometry and first.info() == again.info()
     assert first.info() != other.info()
+
+
+# sha256 of a tiny patient's ED/ES images and labels (dtype, shape, bytes) and its patients.json entry, computed
+# with the code of commit 50094cc (before appearance version 2 existed) by running ``_patient_digest`` on
+# generate_patient(index, case_seed(0, index), config); appearance version 1 must keep producing exactly these.
+VERSION_1_DIGESTS = {
+    (0, "tiny"): "7467a03c70a56092ed2cf68b51c39cfa886175d19002d9aebd016067f7dabe1f",  # NOR, 3 T
+    (4, "tiny"): "a76201ff69f9dfaf653fb8fcff614f5215121a7d6556bd41a9ad33c1355d20c9",  # ARV, 1.5 T
+    (4, "tiny, 3 samples through the slice"): "fc80367ecc130448412dd38d9cf23d77f4bc629b9428b8b5ad2be717302e345e",
+}
+
+
+def _patient_digest(patient) -> str:
+    digest = hashlib.sha256()
+    for frame in ("ED", "ES"):
+        for array in (patient.images[frame], patient.labels[frame]):
+            digest.update(str((array.dtype.str, array.shape)).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(json.dumps(patient.info(), sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def test_appearance_version_1_is_byte_for_byte_what_it_was():
+    tiny = AcdcPopulationConfig.tiny()
+    configs = {"tiny": tiny, "tiny, 3 samples through the slice":
+               tiny.with_changes(acquisition=tiny.acquisition.with_changes(slice_profile_samples=3))}
+    assert tiny.appearance_version == 1 == AcdcPopulationConfig().appearance_version
+    for (index, name), expected in VERSION_1_DIGESTS.items():
+        assert _patient_digest(generate_patient(index, case_seed(0, index), configs[name])) == expected, (index, name)
 
 
 def test_sampled_targets_lie_within_the_documented_ranges():
@@ -128,6 +158,8 @@ def test_the_written_dataset_keeps_both_frames_of_a_patient_in_one_part(tmp_path
     assert layout_problems(folder)[0] == []
     info = json.loads((folder / "patients.json").read_text())
     assert [info[p]["group"] for p in sorted(info)] == list(GROUP_NAMES)
+    assert content["generator"]["appearance_version"] == 1 and "appearance_v2" not in content["generator"]["config"]
+    assert all("appearance" not in entry for entry in info.values())
 
 
 def test_the_integrity_check_refuses_a_patient_split_across_parts_and_a_case_in_two_patients(tmp_path):
