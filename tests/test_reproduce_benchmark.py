@@ -144,6 +144,13 @@ def test_budget_table_runs_each_budget_and_shares_the_registration_run(tmp_path)
     rows = blocks[0]["rows"]
     assert [r["method"] for r in rows[:2]] == ["LS @ 300 it", "LS @ 1000 it"]
     assert [r["dice"]["A"]["mean"] for r in rows[:2]] == [43.0, 50.0]
+    # the appearance-version-2 population has the same tables as the first
+    robust2 = build_jobs(Selection(datasets=["acdc2"], labeled=[1], seeds=[0], tables=["robustness", "budget"],
+                                   budgets=[300]), 2000)
+    assert {j.dataset for j in robust2} == {"acdc2"} and len(robust2) == 4 + 3
+    assert "patient" in render_markdown("T", build_table("budget", Selection(datasets=["acdc2"], labeled=[1],
+                                                                              seeds=[0], tables=["budget"],
+                                                                              budgets=[300]), 2000, {}))
     from benchmarks.reproduce.figures import budget_curve
 
     assert budget_curve(blocks, "Budget curve", tmp_path / "budget.png").stat().st_size > 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
-from benchmarks.reproduce.jobs import Job, Selection, table_datasets, table_iterations, table_methods
+from benchmarks.reproduce.jobs import PATIENT_DATASETS, Job, Selection, table_datasets, table_iterations, table_methods
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:
@@ -76,7 +76,7 @@ def render_markdown(title: str, blocks: Sequence[dict[str, Any]], budget_lines: 
         classes: list[str] = []
         for row in block["rows"]:
             classes += [c for c in row["dice"] if c not in classes]
-        unit = "patient" if block["dataset"] == "acdc" else "case"  # the ACDC-like dataset declares patients
+        unit = "patient" if block["dataset"] in PATIENT_DATASETS else "case"
         lines += [f"## {block['dataset']}, {block['labeled']} labeled {unit}{'s' if block['labeled'] != 1 else ''}", ""]
         header = (["method", "n"] + [f"Dice {c}" for c in classes] + ["Dice mean"]
                   + [f"HD95 {c}" for c in classes] + ["HD95 mean"])
