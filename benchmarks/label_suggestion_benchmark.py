@@ -4,8 +4,9 @@ For each trainer (LS = LabeledOnlyTrainer, CCT-R) and each number of labeled cas
 suggested cases and ``--draws`` runs label cases drawn at random (seeded, each draw its own seed, the same draws
 for every trainer); every run is evaluated on the test cases (``--val --val-set test``: imagesTs), which is
 right here because nothing is chosen on these numbers, they only report. The script is resumable: each
-finished run's test Dice is stored in ``OUTPUT/results.json`` at once, and a rerun skips it. It prints, per
-(trainer, N), the suggested run's Dice and the random runs' mean, standard deviation and range.
+finished run's test Dice is stored in ``OUTPUT/results.json`` at once, and a rerun skips it (a run stopped
+part-way is continued from its checkpoint). It prints, per (trainer, N), the suggested run's Dice and the
+random runs' mean, standard deviation and range.
 
     python benchmarks/label_suggestion_benchmark.py -d 1 --iterations 2000 --draws 5 -o bench_suggest
     python benchmarks/label_suggestion_benchmark.py -d 9 --iterations 2 --draws 1 --trainers LabeledOnlyTrainer \
@@ -50,8 +51,10 @@ def _run(dataset: str, trainer: str, cases: list[str], seed: int, iterations: in
     folder = model_folder_of(setup.dataset_name, trainer, len(cases), seed)
     if _test_summary(folder).is_file() and (folder / "checkpoint_final.pth").is_file():
         return _test_dice(folder)
-    folder = train(dataset, trainer, labeled_cases=cases, seed=seed, iterations=iterations, device_name="auto",
-                   overrides=overrides, progress=False, validate=True, validation_set=TEST_SET)
+    resume = (folder / "checkpoint_latest.pth").is_file() and not (folder / "checkpoint_final.pth").is_file()
+    folder = train(dataset, trainer, labeled_cases=cases, seed=seed, iterations=None if resume else iterations,
+                   device_name="auto", overrides=None if resume else overrides, progress=False, validate=True,
+                   validation_set=TEST_SET, resume=resume)
     return _test_dice(folder)
 
 
