@@ -48,6 +48,7 @@ MODULES: dict[str, list[str]] = {
     "cctrnet/evaluation/metrics.py": ["tests/test_evaluation.py"],
     # the trainers: the tests of tests/test_training.py that train them (the whole file takes minutes per mutant)
     "cctrnet/training/trainers/cross_teaching.py": [
+        "tests/test_training.py::test_short_run_lowers_the_loss_and_writes_the_model_folder[LabeledOnlyTrainer]",
         "tests/test_training.py::test_short_run_lowers_the_loss_and_writes_the_model_folder[CPSTrainer]",
         "tests/test_training.py::test_short_run_lowers_the_loss_and_writes_the_model_folder[CTSTrainer]",
         "tests/test_training.py::test_short_run_lowers_the_loss_and_writes_the_model_folder[CCTRTrainer]",

@@ -63,6 +63,28 @@ def test_short_run_lowers_the_loss_and_writes_the_model_folder(tiny_dataset, tmp
         assert (tmp_path / name / file).exists(), file
     history = trainer.log.history
     assert len(history["loss_total"]) == 12 and all(v == v for _, v in history["loss_total"])
+    # each trainer trains exactly its own terms and branches (a baseline that also learns from registered labels,
+    # or a labeled-only run with a second branch, would still lower the loss)
+    terms = {key for key in history if key.startswith("loss_") and key != "loss_total"}
+    assert terms == EXPECTED_LOSS_TERMS[name], terms
+    assert sorted(trainer.branches) == (["branch_a"] if name in ("LabeledOnlyTrainer", "UAMTTrainer")
+                                        else ["branch_a", "branch_b"])
+    if name in ("CPSTrainer", "CTSTrainer"):
+        classes = [trainer.architectures[b]["network_class"] for b in ("branch_a", "branch_b")]
+        assert (classes[0] == classes[1]) == (name == "CPSTrainer")  # CPS: two CNNs; CTS: a CNN and another family
+
+
+def _terms(*names: str, branches: str = "AB") -> set[str]:
+    return {f"loss_{n}_{b}" for n in names for b in branches}
+
+
+EXPECTED_LOSS_TERMS = {
+    "LabeledOnlyTrainer": _terms("sup", branches="A"),
+    "CPSTrainer": _terms("sup", "cps"),
+    "CTSTrainer": _terms("sup", "cps"),
+    "CCTRTrainer": _terms("sup", "cps", "rsl", "scl"),
+    "UAMTTrainer": _terms("sup", "consistency", branches="A"),
+}
 
 
 def test_resume_continues_exactly(tiny_dataset, tmp_path, monkeypatch):
