@@ -55,6 +55,7 @@ MODULES: dict[str, list[str]] = {
         "tests/test_training.py::test_each_cross_teaching_branch_is_taught_by_the_other",
         "tests/test_training.py::test_fused_registered_labels_and_the_fading_weight_train",
         "tests/test_training.py::test_resume_continues_exactly"],
+    "cctrnet/training/losses/masked_consistency.py": ["tests/test_losses.py"],
     "cctrnet/training/trainers/mean_teacher.py": [
         "tests/test_training.py::test_short_run_lowers_the_loss_and_writes_the_model_folder[UAMTTrainer]",
         "tests/test_training.py::test_the_mean_teacher_moves_towards_the_student",

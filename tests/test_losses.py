@@ -493,3 +493,26 @@ def test_class_positive_keys_detach_flag_controls_their_graph():
 def test_anchor_voxel_points_refuse_a_coordinate_map_of_the_wrong_shape(shape):
     with pytest.raises(ValueError, match=r"coords_zyx must be \(b, 3, h, w\)"):
         anchor_voxel_points(torch.zeros((1, 3), dtype=torch.long), torch.zeros(shape), torch.zeros(2, dtype=torch.long))
+
+
+def test_masked_consistency_matches_hand_computation_and_ignores_uncertain_pixels():
+    from cctrnet.training.losses.masked_consistency import masked_consistency_loss
+
+    student = torch.tensor([[[[0.9, 0.5]], [[0.1, 0.5]]]])  # (b=1, C=2, y=1, x=2)
+    teacher = torch.tensor([[[[0.6, 0.0]], [[0.4, 1.0]]]])
+    certain = torch.tensor([[[[1.0, 0.0]]]])  # only the first pixel counts
+    # (0.3^2 + 0.3^2) / (2 * 1 pixel * 2 classes) = 0.045; the uncertain pixel's 0.25 + 0.25 is left out
+    assert float(masked_consistency_loss(student, teacher, certain)) == pytest.approx(0.045)
+    assert float(masked_consistency_loss(student, teacher, torch.zeros_like(certain))) == 0.0
+    # with batch sums (data-parallel), numerator and denominator are summed over the global batch
+    doubled = masked_consistency_loss(student, teacher, certain, batch_sum=lambda value: 2 * value)
+    assert float(doubled) == pytest.approx(0.045)
+
+
+def test_teacher_input_noise_is_centred_and_clipped_to_two_std():
+    from cctrnet.training.losses.masked_consistency import teacher_input_noise
+
+    torch.manual_seed(0)
+    noise = teacher_input_noise(torch.zeros(200_000), 0.1)
+    assert float(noise.min()) == pytest.approx(-0.2) and float(noise.max()) == pytest.approx(0.2)
+    assert abs(float(noise.mean())) < 1e-3 and float(noise.std()) == pytest.approx(0.096, abs=0.002)  # clipped, not truncated

@@ -354,3 +354,13 @@ def test_channels_last_training_gives_the_losses_of_contiguous_tensors(tiny_data
         if term.startswith("loss_"):
             found = [v for _, v in histories["channels_last"][term]]
             assert found == pytest.approx([v for _, v in values], rel=1e-3, abs=1e-5), term
+
+
+def test_a_step_without_a_confident_pixel_trains_with_a_zero_contrastive_loss(tiny_dataset, tmp_path):
+    """anchor_threshold 1: no pixel is confident enough to be an anchor; SCL and REPS then add nothing."""
+    trainer = _trainer("CCTRTrainer", 2, tmp_path / "no_anchors", anchor_threshold=1.0)
+    trainer.run(progress=False)
+    for branch in ("A", "B"):
+        values = [v for _, v in trainer.log.history[f"loss_scl_{branch}"]]
+        assert values == [0.0, 0.0], values
+    assert all(v == v for _, v in trainer.log.history["loss_total"])

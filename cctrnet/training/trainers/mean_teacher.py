@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from cctrnet.training.losses.dice_ce import dice_ce_loss
+from cctrnet.training.losses.masked_consistency import masked_consistency_loss, teacher_input_noise
 from cctrnet.training.losses.registration_supervision import registration_supervision_loss
 from cctrnet.training.trainers.cross_teaching import CCTRTrainer
 
@@ -54,9 +55,7 @@ class UAMTTrainer(CCTRTrainer):
         progress = self.schedule.ramp_progress(self.iteration)
         threshold = (0.75 + 0.25 * math.exp(-5 * (1 - progress) ** 2)) * math.log(self.setup.num_classes)
         mask = (uncertainty < threshold).float().unsqueeze(1)
-        squared = (torch.softmax(student[n_l:], dim=1) - teacher_probs) ** 2
-        total_of = batch_sum or (lambda value: value)
-        consistency = total_of((mask * squared).sum()) / (2 * total_of(mask.sum()) * squared.shape[1] + 1e-16)
+        consistency = masked_consistency_loss(torch.softmax(student[n_l:], dim=1), teacher_probs, mask, batch_sum)
         weight = self.schedule.ramp_weight(self.iteration, c.w_cps_max, c.w_cps_sharpness)
         total = supervised + weight * consistency
         scalars = {"loss_sup_A": float(supervised.detach()), "loss_consistency_A": float(consistency.detach()),
@@ -70,8 +69,7 @@ class UAMTTrainer(CCTRTrainer):
         return total, scalars
 
     def _noise(self, x: torch.Tensor) -> torch.Tensor:
-        std = self.config.uamt_noise_std
-        return torch.clamp(torch.randn_like(x) * std, -2 * std, 2 * std)
+        return teacher_input_noise(x, self.config.uamt_noise_std)
 
     @torch.no_grad()
     def on_step_end(self, batch: dict[str, Any]) -> None:
