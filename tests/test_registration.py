@@ -308,3 +308,33 @@ def _transform(text: str):
     with tempfile.NamedTemporaryFile("w", suffix=".tfm", delete=False) as f:
         f.write(text)
     return transform_from_file(f.name)
+
+
+def test_brs_prefers_the_lower_cycle_rmse_and_the_higher_mutual_information():
+    settings = RegistrationSettings()
+    scores = {"u": {"a": {"rmse": 1.0, "mi": 0.5}, "b": {"rmse": 1.0, "mi": 0.9}}}
+    assert brs.select_labeled(scores, "u", ["a", "b"], settings) == "b"  # same RMSE: more MI wins
+    scores = {"u": {"a": {"rmse": 0.4, "mi": 0.7}, "b": {"rmse": 0.9, "mi": 0.7}}}
+    assert brs.select_labeled(scores, "u", ["a", "b"], settings) == "a"  # same MI: less RMSE wins
+    scores = {"u": {"a": {"rmse": float("nan"), "mi": 0.7}, "b": {"rmse": 0.9, "mi": 0.1}}}
+    assert brs.select_labeled(scores, "u", ["a", "b"], settings) == "b"  # a score that is not finite never wins
+
+
+def test_brs_scores_only_pairs_registered_both_ways(tmp_path, monkeypatch):
+    """The cycle goes there and back: a pair whose return registration failed gets no score and no call."""
+    class Store:
+        folder = tmp_path
+
+        @staticmethod
+        def successful(moving: str, fixed: str) -> bool:
+            return (moving, fixed) != ("a", "u")  # u onto a worked, a onto u failed
+
+    scored = []
+
+    def fake_cycle_score(data_folder, store, unlabeled, labeled, settings):
+        scored.append((unlabeled, labeled))
+        return {"rmse": 1.0, "mi": 1.0}
+
+    monkeypatch.setattr(brs, "cycle_score", fake_cycle_score)
+    scores = brs.update_scores(tmp_path, Store(), [("u", "a"), ("u", "b")], RegistrationSettings())
+    assert scored == [("u", "b")] and set(scores["u"]) == {"b"}
