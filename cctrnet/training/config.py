@@ -89,6 +89,10 @@ class TrainerConfig:
     mixed_precision_dtype: str = "auto"
     #: auto: channels-last tensors on CUDA, contiguous on CPU (cctrnet.utilities.device.uses_channels_last)
     memory_format: str = "auto"
+    #: torch.compile of each branch's network (in place: checkpoints keep their keys); off by default because the
+    #: first steps compile for minutes; ``compile_backend``: torch.compile's backend ("eager" only traces)
+    compile: bool = False
+    compile_backend: str = "inductor"
     # data-parallel training (cctr_train --num-processes N, torchrun): how the ranks draw their share of the
     # global batch. "per_rank": each rank its own stream seeded with (seed, iteration, rank), reproducible for
     # a given number of processes; "shared": every rank makes the single-process batch and keeps its rows,

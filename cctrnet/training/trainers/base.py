@@ -69,6 +69,9 @@ class BaseTrainer:
         self.channels_last = uses_channels_last(self.device, config.memory_format)
         if self.channels_last:
             self.branches.to(memory_format=torch.channels_last)
+        if config.compile:
+            for branch in self.branches.values():
+                branch.network.compile(backend=config.compile_backend)
         self.extra_modules = nn.ModuleDict(self.build_extra_modules()).to(self.device)
         self.optimizers = {name: torch.optim.AdamW(self.parameters_of(name), lr=self.initial_lr(name),
                                                    weight_decay=config.weight_decay)
