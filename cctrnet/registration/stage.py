@@ -19,9 +19,9 @@ from cctrnet.preprocessing.case_storage import list_preprocessed_cases, load_pro
 from cctrnet.registration import brs
 from cctrnet.registration.pair_store import PairStore, registration_folder
 from cctrnet.registration.pairs import required_pairs, resolve_strategy
-from cctrnet.utilities.file_io import load_json
 from cctrnet.registration.settings import (AFFINE_BASED_METHODS, DEFAULT_ENGINE, RegistrationSettings, check_engine,
                                            check_method)
+from cctrnet.utilities.file_io import load_json
 
 
 @dataclass
