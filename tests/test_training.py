@@ -368,13 +368,15 @@ def test_a_step_without_a_confident_pixel_trains_with_a_zero_contrastive_loss(ti
 
 def test_compiled_networks_train_like_plain_ones_and_keep_their_checkpoint_keys(tiny_dataset, tmp_path):
     """compile=true (backend "eager": dynamo traces, nothing is code-generated, so the test stays fast on CPU)."""
+    from cctrnet.training.checkpoint import load_checkpoint
+
     histories, keys = {}, {}
     for compiled in (False, True):
         trainer = _trainer("CTSTrainer", 2, tmp_path / f"compiled_{compiled}", compile=compiled,
                            compile_backend="eager")
         trainer.run(progress=False)
         histories[compiled] = [v for _, v in trainer.log.history["loss_total"]]
-        keys[compiled] = sorted(torch.load(tmp_path / f"compiled_{compiled}" / "checkpoint_final.pth",
-                                           weights_only=True)["network_weights"]["branch_a"])
+        state = load_checkpoint(tmp_path / f"compiled_{compiled}" / "checkpoint_final.pth")
+        keys[compiled] = sorted(state["network_weights"]["branch_a"])
     assert histories[True] == pytest.approx(histories[False], rel=1e-4)
     assert keys[True] == keys[False]  # a compiled run's checkpoint loads into a plain network

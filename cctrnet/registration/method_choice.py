@@ -54,15 +54,16 @@ def leave_one_out_pairs(labeled: Sequence[str], patient_of: Mapping[str, str] | 
                         ) -> list[tuple[str, str]]:
     """Ordered (moving, fixed) pairs between distinct labeled cases, of different patients when ``patient_of``
     (case id -> patient id; a case it does not name is its own patient) is given."""
-    def patient(case: str) -> str:
-        return (patient_of or {}).get(case, case)
-
     return [(q, target) for target in sorted(labeled) for q in sorted(labeled)
-            if q != target and patient(q) != patient(target)]
+            if q != target and _patient(q, patient_of) != _patient(target, patient_of)]
 
 
 def labeled_patients(labeled: Sequence[str], patient_of: Mapping[str, str] | None = None) -> int:
-    return len({(patient_of or {}).get(c, c) for c in labeled})
+    return len({_patient(c, patient_of) for c in labeled})
+
+
+def _patient(case: str, patient_of: Mapping[str, str] | None) -> str:
+    return (patient_of or {}).get(case, case)
 
 
 def leave_one_out_dice(data_folder: Path, store: PairStore, labeled: Sequence[str],
