@@ -26,7 +26,8 @@ if str(REPOSITORY) not in sys.path:
     sys.path.insert(0, str(REPOSITORY))
 
 from benchmarks.reproduce.jobs import (DATASETS, DEFAULT_BUDGETS, METHOD_ALIASES, PREPARE_SECONDS,  # noqa: E402
-                                       TABLES, Job, Selection, build_jobs, calibration, default_iterations)
+                                       TABLES, Job, Selection, build_jobs, calibration, default_iterations,
+                                       registration_twin)
 from benchmarks.reproduce.store import DEFAULT_WORK_DIR, WorkFolder  # noqa: E402
 from cctrnet.utilities.file_io import save_json  # noqa: E402
 
@@ -144,8 +145,6 @@ def run_jobs(jobs: list[Job], work: WorkFolder, args: argparse.Namespace,
 
     Jobs run in worker threads (one thread each waits on its commands); the main thread only collects results,
     so a stop (KeyboardInterrupt there) is passed to every running command by stop_running_commands()."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
     from benchmarks.reproduce import runner
 
     if args.workers > 1 and "OMP_NUM_THREADS" not in os.environ:  # inherited by every job's commands
@@ -158,27 +157,69 @@ def run_jobs(jobs: list[Job], work: WorkFolder, args: argparse.Namespace,
         except Exception as error:
             prepared[dataset] = None
             runner.log(f"[prepare] {dataset} FAILED, its jobs are skipped: {runner.describe_error(error)}")
-    todo = []
+    todo, waiting = [], []
+    listed = {job.job_id for job in jobs}
     for index, job in enumerate(jobs, 1):
+        twin = registration_twin(job)
         if work.finished(job.job_id):
             runner.log(f"[{index}/{len(jobs)}] {job.job_id}: done, skipped")
-        elif prepared[job.dataset] is not None:
+        elif prepared[job.dataset] is None:
+            continue
+        elif twin is not None and (twin[0].job_id in listed or work.finished(twin[0].job_id)):
+            waiting.append((f"[{index}/{len(jobs)}] {job.job_id}", job))  # may be the twin's run: decided after it
+        else:
             todo.append((f"[{index}/{len(jobs)}] {job.job_id}", job))
+    run_pool(todo, waiting, work, prepared, args, measured)
+
+
+def record_shared_run(work: WorkFolder, job: Job, name: str) -> bool:
+    """Record ``job`` as its registration twin's run when ``auto`` chose the very method ``job`` forces."""
+    from benchmarks.reproduce import runner
+
+    twin, method = registration_twin(job)
+    if not work.finished(twin.job_id) or runner.auto_registration_choice(work, twin) != method:
+        return False
+    record = {**work.load_result(twin.job_id), "job": job_record(job), "same_run_as": twin.job_id}
+    save_json(record, work.result_path(job.job_id))
+    runner.log(f"{name}: the same run as {twin.job_id} (registration auto chose {method}), recorded as such")
+    return True
+
+
+def run_pool(todo: list[tuple[str, Job]], waiting: list[tuple[str, Job]], work: WorkFolder,
+             prepared: dict[str, dict | None], args: argparse.Namespace,
+             measured: dict[str, tuple[float, float]]) -> None:
+    """Run ``todo`` ``args.workers`` at a time; each job of ``waiting`` once its registration twin has ended
+    (recorded as the twin's run, or run itself)."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    from benchmarks.reproduce import runner
 
     def one(name: str, job: Job) -> dict:
         runner.log(f"{name} (about {job.estimated_seconds(args.cpu_step_seconds, measured) / 60:.1f} min)")
         return run_job(work, job, prepared[job.dataset], args)
 
     with ThreadPoolExecutor(max_workers=args.workers) as pool:
-        futures = {pool.submit(one, name, job): name for name, job in todo}
+        futures = {pool.submit(one, name, job): (name, job) for name, job in todo}
+        waiting = list(waiting)
         try:
-            for future in as_completed(futures):
-                record = future.result()
-                if record["status"] == "interrupted":
-                    continue
-                summary = (f"mean Dice {record['metrics']['mean_dice']:.1f} %" if record["status"] == "ok"
-                           and record["metrics"]["mean_dice"] is not None else record.get("error", "").splitlines()[0])
-                runner.log(f"{futures[future]} {record['status']} in {record['wall_seconds']:.0f} s: {summary}")
+            while futures or waiting:
+                unfinished = {job.job_id for _, job in futures.values()}
+                for name, job in [w for w in waiting if registration_twin(w[1])[0].job_id not in unfinished]:
+                    waiting.remove((name, job))
+                    if not record_shared_run(work, job, name):
+                        futures[pool.submit(one, name, job)] = (name, job)
+                if not futures:
+                    break
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in done:
+                    name, _ = futures.pop(future)
+                    record = future.result()
+                    if record["status"] == "interrupted":
+                        continue
+                    summary = (f"mean Dice {record['metrics']['mean_dice']:.1f} %" if record["status"] == "ok"
+                               and record["metrics"]["mean_dice"] is not None
+                               else record.get("error", "").splitlines()[0])
+                    runner.log(f"{name} {record['status']} in {record['wall_seconds']:.0f} s: {summary}")
         except KeyboardInterrupt:
             for future in futures:
                 future.cancel()

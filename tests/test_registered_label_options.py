@@ -82,3 +82,17 @@ def test_local_ncc_of_the_label_fusion_benchmark_is_one_for_equal_and_minus_one_
     mixed = image.copy()
     mixed[1] = other[1]
     assert np.allclose(local_ncc(image, mixed, 5)[0], 1.0, atol=1e-6)
+
+
+def test_held_out_cases_are_a_seeded_share_never_all_and_none_without_a_fraction():
+    from cctrnet.training.registered_label_fade import held_out_cases
+
+    cases = [f"case{i:02d}" for i in range(10)]
+    chosen = held_out_cases(reversed(cases), 0.2, seed=3)
+    assert chosen == held_out_cases(cases, 0.2, seed=3) and len(chosen) == 2 and set(chosen) <= set(cases)
+    assert held_out_cases(cases, 0.2, seed=4) != chosen or held_out_cases(cases, 0.2, seed=5) != chosen
+    assert len(held_out_cases(cases, 0.01, seed=0)) == 1  # a positive share holds out at least one volume
+    assert len(held_out_cases(cases[:2], 0.9, seed=0)) == 1  # ... and leaves RSL at least one
+    assert held_out_cases(cases, 0.0, seed=0) == [] and held_out_cases(cases[:1], 0.5, seed=0) == []
+    with pytest.raises(ValueError, match="rsl_fade_holdout_fraction"):
+        TrainerConfig(rsl_fade_holdout_fraction=1.0)

@@ -147,7 +147,7 @@ def test_budget_table_runs_each_budget_and_shares_the_registration_run(tmp_path)
     # the appearance-version-2 population has the same tables as the first
     robust2 = build_jobs(Selection(datasets=["acdc2"], labeled=[1], seeds=[0], tables=["robustness", "budget"],
                                    budgets=[300]), 2000)
-    assert {j.dataset for j in robust2} == {"acdc2"} and len(robust2) == 4 + 3
+    assert {j.dataset for j in robust2} == {"acdc2"} and len(robust2) == 6 + 3
     assert "patient" in render_markdown("T", build_table("budget", Selection(datasets=["acdc2"], labeled=[1],
                                                                               seeds=[0], tables=["budget"],
                                                                               budgets=[300]), 2000, {}))
@@ -275,3 +275,71 @@ def test_brs_rows_share_a_run_with_one_labeled_case():
                          100, {shared: result})
     rows = {row["method"]: row for row in blocks[0]["rows"]}
     assert rows["+RSL"]["mean_dice"]["mean"] == rows["+RSL+BRS"]["mean_dice"]["mean"] == 50.0
+
+
+def test_a_row_forcing_the_method_auto_chose_is_recorded_as_the_auto_run(tmp_path):
+    """The registration table's CCT-R (affine+deformable) is the core CCT-R when `auto` chose affine_deformable."""
+    import benchmarks.reproduce as package  # noqa: F401  (the runner script imports as benchmarks.reproduce.*)
+    from benchmarks.reproduce.jobs import registration_twin
+    from benchmarks.reproduce.runner import auto_registration_choice
+
+    reproduce = _runner_script()
+    jobs = build_jobs(Selection(datasets=["acdc2"], labeled=[1], seeds=[0], methods=["CCTR"],
+                                tables=["core", "registration"]), 2000)
+    by_slug = {j.slug: j for j in jobs}
+    auto = by_slug["CCTRTrainer"]
+    deformable = by_slug["CCTRTrainer-registration_method_affine_deformable"]
+    affine = by_slug["CCTRTrainer-registration_method_affine"]
+    twin, method = registration_twin(deformable)
+    assert (twin.job_id, method) == (auto.job_id, "affine_deformable")
+    assert registration_twin(auto) is None and registration_twin(by_slug["regonly-reg_method_affine_deformable"]) is None
+    work = WorkFolder(tmp_path)
+    assert not reproduce.record_shared_run(work, deformable, "x")  # the twin has not run
+    log = work.run_folder(auto.job_id) / "logs" / "00_train.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("[cctrnet] registration auto: affine_deformable (one labeled patient: ...)\n")
+    assert auto_registration_choice(work, auto) == "affine_deformable"
+    assert not reproduce.record_shared_run(work, deformable, "x")  # ... nor finished
+    save_json({"status": "ok", "metrics": {"mean_dice": 70.0}, "job": {"id": auto.job_id}}, work.result_path(auto.job_id))
+    assert not reproduce.record_shared_run(work, affine, "x")  # auto chose another method: affine must train
+    assert not work.finished(affine.job_id)
+    assert reproduce.record_shared_run(work, deformable, "x")
+    shared = work.load_result(deformable.job_id)
+    assert shared["same_run_as"] == auto.job_id and shared["metrics"]["mean_dice"] == 70.0
+    assert shared["job"]["id"] == deformable.job_id
+
+
+def test_waiting_jobs_run_after_their_twin_or_share_its_run(tmp_path, monkeypatch):
+    reproduce = _runner_script()
+    jobs = build_jobs(Selection(datasets=["acdc2"], labeled=[1], seeds=[0], methods=["CCTR"],
+                                tables=["core", "registration"]), 2000)
+    trained = [j for j in jobs if j.method.kind == "train"]
+    work, order = WorkFolder(tmp_path), []
+
+    def run_job(work_folder, job, prepared, args):
+        order.append(job.job_id)
+        if job.slug == "CCTRTrainer":
+            log = work_folder.run_folder(job.job_id) / "logs" / "00_train.log"
+            log.parent.mkdir(parents=True)
+            log.write_text("registration auto: affine_deformable\n")
+        record = {"status": "ok", "metrics": {"mean_dice": 1.0}, "wall_seconds": 0.0}
+        save_json(record, work_folder.result_path(job.job_id))
+        return record
+
+    monkeypatch.setattr(reproduce, "run_job", run_job)
+    args = type("Args", (), {"workers": 1, "cpu_step_seconds": 0.6})()
+    waiting = [(j.job_id, j) for j in trained if j.slug != "CCTRTrainer"]
+    reproduce.run_pool([(j.job_id, j) for j in trained if j.slug == "CCTRTrainer"], waiting, work,
+                       {"acdc2": {}}, args, {})
+    auto = next(j.job_id for j in trained if j.slug == "CCTRTrainer")
+    assert order == [auto, next(j.job_id for j in trained if j.slug.endswith("_affine"))]
+    assert all(work.finished(j.job_id) for j in trained)
+
+
+def _runner_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reproduce_script", REPOSITORY / "benchmarks" / "reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -281,6 +281,51 @@ def test_fused_registered_labels_and_the_fading_weight_train(tiny_dataset, tmp_p
     assert len(factors) == 3 and all(0.0 < f <= 1.0 for f in factors)
 
 
+def test_held_out_registered_labels_measure_the_fade_and_never_teach(tiny_dataset, tmp_path, monkeypatch):
+    """rsl_fade_holdout_fraction: the held-out volumes' registered labels reach the fade only, never L_rs."""
+    import cctrnet.training.trainers.cross_teaching as cross_teaching
+    from cctrnet.training.losses.dice_ce import IGNORE_INDEX
+
+    trainer = _trainer("CCTRTrainer", 6, tmp_path / "held", rsl_fade=True, rsl_fade_holdout_fraction=0.5)
+    held = trainer.rsl_fade_held_out
+    assert held and set(held) < set(trainer.setup.unlabeled_cases)
+    held_volumes = {trainer.setup.volume_index(case) for case in held}
+    steps, rsl_targets, fade_targets = [], [], []
+    original_losses, original_rsl = trainer.compute_losses, cross_teaching.registration_supervision_loss
+    original_update = trainer.rsl_fade.update
+
+    def compute_losses(batch):
+        steps.append((batch["unlabeled"]["volume_index"].tolist(), batch["unlabeled"]["target"].clone()))
+        return original_losses(batch)
+
+    def update(predictions, registered):
+        fade_targets.append(registered.clone())
+        return original_update(predictions, registered)
+
+    def rsl(logits, registered, *args, **kwargs):
+        rsl_targets.append(registered.clone())
+        return original_rsl(logits, registered, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "compute_losses", compute_losses)
+    monkeypatch.setattr(trainer.rsl_fade, "update", update)
+    monkeypatch.setattr(cross_teaching, "registration_supervision_loss", rsl)
+    trainer.run(progress=False)
+    assert len(rsl_targets) == 2 * len(steps)  # both branches, every step
+    seen_held = 0
+    for step, (volumes, target) in enumerate(steps):
+        rows = [v in held_volumes for v in volumes]
+        for branch_target in rsl_targets[2 * step: 2 * step + 2]:
+            for row, is_held in enumerate(rows):
+                if is_held:
+                    assert (branch_target[row] == IGNORE_INDEX).all()
+                else:
+                    assert torch.equal(branch_target[row], target[row])
+        seen_held += sum(rows)
+    assert seen_held > 0, "no held-out volume was drawn: the test checks nothing"
+    assert sum(t.shape[0] for t in fade_targets) == seen_held  # the fade saw the held-out rows and no others
+    assert "only measure the fade" in (trainer.output_folder / "training_log.txt").read_text()
+
+
 # --- how the trainers combine their losses (issue 13: weak places) -----------------------------------------------
 def test_each_cross_teaching_branch_is_taught_by_the_other(tiny_dataset, tmp_path, monkeypatch):
     import cctrnet.training.trainers.cross_teaching as cross_teaching

@@ -18,7 +18,7 @@ PUBLISHED_IMAGES = REPOSITORY / "documentation" / "images"
 TITLES = {"core": "Core table: LS, CPS, CTS, CCT-R, registration only, nnU-Net v2, fully supervised",
           "ablation": "Ablation (the paper's Table 5): CTS plus RSL, BRS, SCL, REPS",
           "registration": "CCT-R with affine and with affine + deformable registered labels and point maps",
-          "robustness": "CCT-R with registered labels beyond the paper: a fading w_rs, a majority of atlases",
+          "robustness": "CCT-R with registered labels beyond the paper: a fading or lower w_rs, a majority of atlases",
           "budget": "Budget curve: LS, CTS and CCT-R at several training lengths"}
 
 

@@ -230,6 +230,18 @@ def pseudo_label_curves(checkpoint: Path) -> dict[str, list[list[float]]]:
     return {k: [[int(i), float(v)] for i, v in points] for k, points in history.items() if k.startswith("dice")}
 
 
+AUTO_REGISTRATION_CHOICE = re.compile(r"registration auto: (\w+)")
+
+
+def auto_registration_choice(work: WorkFolder, job: Job) -> str | None:
+    """The method ``--registration auto`` chose in a training job, read from its training log (None: not logged)."""
+    for log in sorted((work.run_folder(job.job_id) / "logs").glob("*_train.log")):
+        found = AUTO_REGISTRATION_CHOICE.findall(log.read_text(errors="replace"))
+        if found:
+            return found[-1]
+    return None
+
+
 def run_training_job(work: WorkFolder, job: Job, prepared: dict, disable_tta: bool, echo: bool = True
                      ) -> dict[str, Any]:
     folder = work.run_folder(job.job_id)

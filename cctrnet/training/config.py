@@ -43,6 +43,9 @@ class TrainerConfig:
     #: each other more than with them (no labels needed)
     rsl_fade: bool = False
     rsl_fade_momentum: float = 0.99  # of the running agreement means
+    #: share of the unlabeled volumes whose registered labels leave L_rs and only measure the fade (0: the fade
+    #: is measured on the slices RSL trains on, where the branches have learned the labels they are compared to)
+    rsl_fade_holdout_fraction: float = 0.0
     two_branches: bool = True  # off: branch A alone (labeled-only baseline)
     # "plan": the plan's branch B; "same_as_a": a second PlainConvUNet (CPS); "ResidualEncoderUNet" or
     # "Primus2D": that family, built by the planner's rules at the plan's patch and topology
@@ -117,6 +120,8 @@ class TrainerConfig:
         if self.mixed_precision_dtype not in AUTOCAST_DTYPE_CHOICES:
             raise ValueError(f"setting mixed_precision_dtype must be one of {', '.join(AUTOCAST_DTYPE_CHOICES)}, "
                              f"got {self.mixed_precision_dtype!r}")
+        if not 0.0 <= self.rsl_fade_holdout_fraction < 1.0:
+            raise ValueError(f"setting rsl_fade_holdout_fraction must be in [0, 1), got {self.rsl_fade_holdout_fraction}")
         if not 0.0 <= self.rsl_fade_momentum < 1.0:
             raise ValueError(f"setting rsl_fade_momentum must be in [0, 1), got {self.rsl_fade_momentum}")
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from cctrnet.training.config import TrainerConfig
 from cctrnet.training.losses.cross_pseudo_supervision import cross_pseudo_supervision_loss
-from cctrnet.training.losses.dice_ce import dice_ce_loss
+from cctrnet.training.losses.dice_ce import IGNORE_INDEX, dice_ce_loss
 from cctrnet.training.losses.registration_positives import (RegisteredPositiveSettings, anchor_voxel_points,
                                                             combine_positive_keys, registered_positive_keys)
 from cctrnet.training.losses.registration_supervision import registration_supervision_loss
@@ -27,7 +27,7 @@ from cctrnet.training.losses.supervised_contrastive import (ContrastiveSettings,
 from cctrnet.training.memory_bank import FeatureMemoryBank, MemoryBankSettings
 from cctrnet.training.projector import ProjectionHead, ProjectorSettings
 from cctrnet.training.pseudo_label_quality import pseudo_label_dice
-from cctrnet.training.registered_label_fade import RegisteredLabelFade
+from cctrnet.training.registered_label_fade import RegisteredLabelFade, held_out_cases
 from cctrnet.training.trainers.base import BaseTrainer
 
 SHORT = {"branch_a": "A", "branch_b": "B"}
@@ -55,6 +55,14 @@ class CCTRTrainer(BaseTrainer):
         self.registration = self.distributed.main_first(self.load_registration) if self.needs_registration else None
         self.rsl_fade = (RegisteredLabelFade(setup.num_classes, config.rsl_fade_momentum)
                          if config.rsl and config.rsl_fade else None)
+        #: unlabeled cases whose registered labels only measure the fade (never taught by L_rs)
+        self.rsl_fade_held_out = (held_out_cases(setup.unlabeled_cases, config.rsl_fade_holdout_fraction, config.seed)
+                                  if self.rsl_fade is not None else [])
+        self._held_out_volume = torch.zeros(len(setup.all_cases), dtype=torch.bool, device=self.device)
+        self._held_out_volume[[setup.volume_index(case) for case in self.rsl_fade_held_out]] = True
+        if self.rsl_fade_held_out:
+            self.log.write_line(f"rsl_fade: the registered labels of {len(self.rsl_fade_held_out)} unlabeled case(s) "
+                                f"only measure the fade, outside L_rs: {', '.join(self.rsl_fade_held_out)}")
         self.banks: dict[str, FeatureMemoryBank] = {}
         if config.reps:
             bank_settings = MemoryBankSettings(bank_fraction=config.bank_fraction,
@@ -97,8 +105,16 @@ class CCTRTrainer(BaseTrainer):
         scalars: dict[str, float] = {}
         batch_sum = self.distributed.sum if self.distributed.enabled else None  # statistics of the global batch
         w_rs = c.w_rs
+        rsl_target = unlabeled["target"] if c.rsl else None
         if self.rsl_fade is not None:
-            fade = self.rsl_fade.update([outputs[n].logits[n_l:].argmax(1) for n in names], unlabeled["target"])
+            predictions = [outputs[n].logits[n_l:].argmax(1) for n in names]
+            if self.rsl_fade_held_out:
+                held = self._held_out_volume[unlabeled["volume_index"].to(self.device)]
+                fade = (self.rsl_fade.update([p[held] for p in predictions], rsl_target[held]) if held.any()
+                        else self.rsl_fade.factor)
+                rsl_target = torch.where(held[:, None, None], torch.full_like(rsl_target, IGNORE_INDEX), rsl_target)
+            else:
+                fade = self.rsl_fade.update(predictions, rsl_target)
             if self.distributed.enabled:  # each rank measures its own slices; all use the mean factor
                 fade = float(self.distributed.sum(torch.tensor(fade, device=x.device))) / self.distributed.world_size
             w_rs, scalars["rsl_fade"] = c.w_rs * fade, fade
@@ -110,7 +126,7 @@ class CCTRTrainer(BaseTrainer):
                 terms["cps"] = w_cps * cross_pseudo_supervision_loss(logits[n_l:], outputs[other].logits[n_l:].float(),
                                                                      batch_sum=batch_sum)
             if c.rsl:
-                terms["rsl"] = w_rs * registration_supervision_loss(logits[n_l:], unlabeled["target"],
+                terms["rsl"] = w_rs * registration_supervision_loss(logits[n_l:], rsl_target,
                                                                     batch_sum=batch_sum)
             if c.scl:
                 terms["scl"] = c.w_c * self.contrastive_loss(name, other, outputs, batch, n_l)
