@@ -88,14 +88,14 @@ ROBUSTNESS_METHODS = [  # issue 12 section 4: settings beyond the paper, chosen 
     # with deformable registration, the choice `auto` made on the ACDC-like population (its registration_choice.json),
     # so the first row is the registration table's run
     _train("CCT-R (affine+deformable)", "CCTRTrainer", "registration_method=affine_deformable"),
+    _train("w_rs 0.3", "CCTRTrainer", "registration_method=affine_deformable", "w_rs=0.3"),
+    # the fade measured on volumes whose registered labels RSL never teaches (a fifth of the unlabeled ones)
+    _train("+ fading w_rs, held-out volumes", "CCTRTrainer", "registration_method=affine_deformable",
+           "rsl_fade=true", "rsl_fade_holdout_fraction=0.2"),
     _train("+ fading w_rs", "CCTRTrainer", "registration_method=affine_deformable", "rsl_fade=true"),
     _train("+ majority of atlases", "CCTRTrainer", "registration_method=affine_deformable", "rsl_fusion=majority"),
     _train("+ both", "CCTRTrainer", "registration_method=affine_deformable", "rsl_fade=true",
            "rsl_fusion=majority"),
-    # the fade measured on volumes whose registered labels RSL never teaches (a fifth of the unlabeled ones)
-    _train("+ fading w_rs, held-out volumes", "CCTRTrainer", "registration_method=affine_deformable",
-           "rsl_fade=true", "rsl_fade_holdout_fraction=0.2"),
-    _train("w_rs 0.3", "CCTRTrainer", "registration_method=affine_deformable", "w_rs=0.3"),
 ]
 ROBUSTNESS_DATASETS = PATIENT_DATASETS
 BUDGET_METHODS = [  # issue 12 section 2: does the gap to labeled-only grow with training? One seed, several budgets
