@@ -1,20 +1,22 @@
 """Does ``cctr_suggest_labels`` choose better labeled cases than chance? (issue 15, "Measure the benefit")
 
-For each trainer (LS = LabeledOnlyTrainer, CCT-R) and each number of labeled cases (1, 2), one run labels the
-suggested cases and ``--draws`` runs label cases drawn at random (seeded, each draw its own seed, the same draws
-for every trainer); every run is evaluated on the test cases (``--val --val-set test``: imagesTs), which is
-right here because nothing is chosen on these numbers, they only report. The script is resumable: each
-finished run's test Dice is stored in ``OUTPUT/results.json`` at once, and a rerun skips it (a run stopped
-part-way is continued from its checkpoint). It prints, per (trainer, N), the suggested run's Dice and the
-random runs' mean, standard deviation and range.
+For each trainer (LS = LabeledOnlyTrainer, CCT-R) and each number of labeled cases (1, 2), the suggested
+cases and ``--draws`` choices drawn at random (seeded draws, the same for every trainer) are each trained with
+every seed of ``--training-seeds``: every choice sees the same training seeds, so the training noise is not
+confounded with the choice, and each choice's number is its mean over those seeds. Every run is evaluated on
+the test cases (``--val-set test``: imagesTs), which is right here because nothing is chosen on these numbers,
+they only report. The script is resumable: each finished run's test Dice is stored in ``OUTPUT/results.json``
+at once, and a rerun skips it (a run stopped part-way is continued from its checkpoint). It prints, per
+(trainer, N), the suggested cases' mean Dice over the training seeds, the random choices' mean, standard
+deviation and range (of their per-choice means), and how many random choices the suggestion beat.
 
     python benchmarks/label_suggestion_benchmark.py -d 1 --iterations 2000 --draws 5 -o bench_suggest
-    python benchmarks/label_suggestion_benchmark.py -d 9 --iterations 2 --draws 1 --trainers LabeledOnlyTrainer \
-        --labeled 1 -o /tmp/smoke   # smoke run
+    python benchmarks/label_suggestion_benchmark.py -d 9 --iterations 2 --draws 1 --training-seeds 0 \
+        --trainers LabeledOnlyTrainer --labeled 1 -o /tmp/smoke   # smoke run
 
 The dataset must be preprocessed and registered (``cctr_plan_and_preprocess -d ID``); the model folders go to
-``$cctr_results`` under their usual names (``<trainer>__labeled<N>__seed<S>``, the seed numbering the draw), so
-an existing folder of the same name is reused when finished.
+``OUTPUT/models/<choice>/`` (one results root per choice, so two choices can train with the same seed) under
+their usual names (``<dataset>/<trainer>__labeled<N>__seed<S>``).
 """
 from __future__ import annotations
 
@@ -25,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-#: seeds of the random draws start here, away from the default seed 0 of ordinary runs
+#: seeds of the random draws (which cases) start here; the training seeds are separate (--training-seeds)
 DRAW_SEED_BASE = 1000
-SUGGESTED_SEED = 999
+DEFAULT_TRAINING_SEEDS = (0, 1, 2)
 
 
 def _test_summary(model_folder: Path) -> Path:
@@ -42,11 +44,15 @@ def _test_dice(model_folder: Path) -> float:
     return float(load_json(_test_summary(model_folder))["mean"]["dice_percent"])
 
 
-def _run(dataset: str, trainer: str, cases: list[str], seed: int, iterations: int, overrides: dict[str, Any]) -> float:
+def _run(dataset: str, trainer: str, cases: list[str], seed: int, iterations: int, overrides: dict[str, Any],
+         results_root: Path) -> float:
+    import os
+
     from cctrnet.training.run_setup import prepare_run
     from cctrnet.training.train_run import model_folder_of, train
     from cctrnet.training.validation import TEST_SET
 
+    os.environ["cctr_results"] = str(results_root)  # read by cctrnet.paths at each call
     setup = prepare_run(dataset, None, cases, seed)
     folder = model_folder_of(setup.dataset_name, trainer, len(cases), seed)
     if _test_summary(folder).is_file() and (folder / "checkpoint_final.pth").is_file():
@@ -58,12 +64,36 @@ def _run(dataset: str, trainer: str, cases: list[str], seed: int, iterations: in
     return _test_dice(folder)
 
 
+def summarise(results: dict[str, Any], trainer: str, num_labeled: int) -> dict[str, Any] | None:
+    """Per-choice means over the training seeds finished for every choice, and the suggestion's rank."""
+    prefix = f"{trainer}/{num_labeled}/"
+    per_choice: dict[str, dict[int, float]] = {}
+    for key, value in results.items():
+        if key.startswith(prefix) and "/seed" in key:
+            choice = key[len(prefix):].split("/seed")[0]
+            per_choice.setdefault(choice, {})[int(value["seed"])] = float(value["test_dice_percent"])
+    if "suggested" not in per_choice or len(per_choice) < 2:
+        return None
+    seeds = sorted(set.intersection(*(set(v) for v in per_choice.values())))
+    if not seeds:
+        return None
+    means = {choice: float(np.mean([dice[s] for s in seeds])) for choice, dice in per_choice.items()}
+    random = [m for c, m in means.items() if c != "suggested"]
+    return {"trainer": trainer, "labeled": num_labeled, "training_seeds": seeds, "suggested": means["suggested"],
+            "suggested_per_seed": [per_choice["suggested"][s] for s in seeds],
+            "random_means": random, "random_mean": float(np.mean(random)), "random_std": float(np.std(random)),
+            "random_min": min(random), "random_max": max(random),
+            "random_beaten": sum(means["suggested"] > m for m in random)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-d", "--dataset", required=True)
     parser.add_argument("--trainers", nargs="+", default=["LabeledOnlyTrainer", "CCTRTrainer"])
     parser.add_argument("--labeled", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--draws", type=int, default=5, help="random choices per (trainer, N) (default 5)")
+    parser.add_argument("--training-seeds", nargs="+", type=int, default=list(DEFAULT_TRAINING_SEEDS),
+                        help="every choice is trained with each of these seeds (default 0 1 2)")
     parser.add_argument("--iterations", type=int, required=True, help="iterations per run (the benchmark budget)")
     parser.add_argument("--set", nargs="*", default=["num_workers=0"], metavar="KEY=VALUE")
     parser.add_argument("-o", "--output", type=Path, required=True)
@@ -91,25 +121,32 @@ def main(argv: list[str] | None = None) -> int:
         draws = [sorted(np.random.default_rng(DRAW_SEED_BASE + k).choice(with_labels, num_labeled, replace=False).tolist())
                  for k in range(args.draws)]
         for trainer in args.trainers:
-            jobs = [("suggested", suggested, SUGGESTED_SEED)] + [(f"random{k}", d, DRAW_SEED_BASE + k)
-                                                                 for k, d in enumerate(draws)]
-            for name, cases, seed in jobs:
-                key = f"{trainer}/{num_labeled}/{name}"
-                if key in results:
-                    continue
-                dice = _run(args.dataset, trainer, cases, seed, args.iterations, overrides)
-                results[key] = {"cases": cases, "seed": seed, "test_dice_percent": dice, "iterations": args.iterations}
-                save_json(results, results_path)
-                print(f"{key}: {cases} -> test Dice {dice:.1f} %", flush=True)
-    print(f"\n{'trainer':<20} {'N':>2} {'suggested':>10} {'random mean':>12} {'std':>6} {'min':>6} {'max':>6}")
+            choices = [("suggested", suggested)] + [(f"random{k}", d) for k, d in enumerate(draws)]
+            for seed in args.training_seeds:  # seed-major: a stopped run leaves every choice with equal seeds
+                for name, cases in choices:
+                    key = f"{trainer}/{num_labeled}/{name}/seed{seed}"
+                    if key in results:
+                        continue
+                    dice = _run(args.dataset, trainer, cases, seed, args.iterations, overrides,
+                                args.output / "models" / name)
+                    results[key] = {"cases": cases, "seed": seed, "test_dice_percent": dice,
+                                    "iterations": args.iterations}
+                    save_json(results, results_path)
+                    print(f"{key}: {cases} -> test Dice {dice:.1f} %", flush=True)
+    print(f"\n{'trainer':<20} {'N':>2} {'seeds':>5} {'suggested':>10} {'random mean':>12} {'std':>6} {'min':>6} "
+          f"{'max':>6} {'beaten':>7}")
+    summaries = []
     for trainer in args.trainers:
         for num_labeled in args.labeled:
-            random = [v["test_dice_percent"] for k, v in results.items()
-                      if k.startswith(f"{trainer}/{num_labeled}/random")]
-            chosen = results.get(f"{trainer}/{num_labeled}/suggested", {}).get("test_dice_percent")
-            if random and chosen is not None:
-                print(f"{trainer:<20} {num_labeled:>2} {chosen:>10.1f} {np.mean(random):>12.1f} {np.std(random):>6.1f} "
-                      f"{min(random):>6.1f} {max(random):>6.1f}")
+            summary = summarise(results, trainer, num_labeled)
+            if summary is None:
+                continue
+            summaries.append(summary)
+            print(f"{trainer:<20} {num_labeled:>2} {len(summary['training_seeds']):>5} {summary['suggested']:>10.1f} "
+                  f"{summary['random_mean']:>12.1f} {summary['random_std']:>6.1f} {summary['random_min']:>6.1f} "
+                  f"{summary['random_max']:>6.1f} {summary['random_beaten']:>3}/{len(summary['random_means'])}")
+    save_json({"iterations": args.iterations, "training_seeds": args.training_seeds, "draws": args.draws,
+               "summaries": summaries}, args.output / "summary.json")
     return 0
 
 
