@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="jobs run side by side, each with cores/workers torch threads ($OMP_NUM_THREADS, "
                              "unless set); default: %(default)s here (the cores, at most 2: a small 2d network "
                              "uses one core better than two)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where cctrnet trains and predicts (default: cpu, the device of the recorded tables; the "
+                             "plan is the CPU plan on either, so a cuda row trains the same networks, only longer)")
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR)
     parser.add_argument("--no-publish", action="store_true",
                         help="do not copy tables to benchmarks/results/ and figures to documentation/images/")
@@ -116,7 +119,7 @@ def run_job(work: WorkFolder, job: Job, prepared: dict, args: argparse.Namespace
     record = {"job": job_record(job), "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
     try:
         if job.method.kind == "train":
-            result = runner.run_training_job(work, job, prepared, args.disable_tta)
+            result = runner.run_training_job(work, job, prepared, args.disable_tta, device=args.device)
         elif job.method.kind == "regonly":
             result = runner.run_regonly_job(work, job, prepared)
         else:

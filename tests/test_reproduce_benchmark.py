@@ -65,6 +65,9 @@ def test_train_command_settings_and_resume():
     assert train_command(job, {"dataset_id": 1}, resume=True)[-1] == "--c"
     fs = Job("phantom", CORE_METHODS[-1], None, 0, 200)
     assert "--labeled" not in train_command(fs, {"dataset_id": 1}, resume=False)
+    assert command[command.index("--device") + 1] == "cpu"  # the recorded tables' device unless asked
+    on_gpu = train_command(job, {"dataset_id": 1}, resume=False, device="cuda")
+    assert on_gpu[on_gpu.index("--device") + 1] == "cuda"
 
 
 def test_default_iterations_fit_the_target_and_quality_points():

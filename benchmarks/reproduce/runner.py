@@ -211,9 +211,9 @@ def model_folder_of(results_root: Path, dataset_name: str, job: Job) -> Path | N
     return found[0] if found else None
 
 
-def train_command(job: Job, prepared: dict, resume: bool) -> list[str]:
+def train_command(job: Job, prepared: dict, resume: bool, device: str = "cpu") -> list[str]:
     command = ["cctr_train", str(prepared["dataset_id"]), "-tr", job.method.trainer, "--seed", str(job.seed),
-               "--iterations", str(job.iterations), "--device", "cpu", "--no-progress"]
+               "--iterations", str(job.iterations), "--device", device, "--no-progress"]
     if job.labeled is not None:
         command += ["--labeled", str(job.labeled)]
     every = quality_every(job.iterations)
@@ -242,8 +242,10 @@ def auto_registration_choice(work: WorkFolder, job: Job) -> str | None:
     return None
 
 
-def run_training_job(work: WorkFolder, job: Job, prepared: dict, disable_tta: bool, echo: bool = True
-                     ) -> dict[str, Any]:
+def run_training_job(work: WorkFolder, job: Job, prepared: dict, disable_tta: bool, echo: bool = True,
+                     device: str = "cpu") -> dict[str, Any]:
+    """Train (or resume), predict the test and validation images, evaluate; ``device`` runs training and
+    prediction (the plan stays the CPU plan of prepare_dataset, so rows on either device train the same networks)."""
     folder = work.run_folder(job.job_id)
     results_root = folder / "cctr_results"  # one per job: ablation runs share a trainer name and folder name
     env = work.environment(results_root)
@@ -253,7 +255,7 @@ def run_training_job(work: WorkFolder, job: Job, prepared: dict, disable_tta: bo
     if model is None or not (model / "checkpoint_final.pth").exists():
         resume = model is not None and (model / "checkpoint_latest.pth").exists()
         result["resumed"] = resume
-        recorder.run("train", train_command(job, prepared, resume))
+        recorder.run("train", train_command(job, prepared, resume, device))
         model = model_folder_of(results_root, prepared["dataset_name"], job)
     if model is None:
         raise JobError(f"no model folder under {results_root} after training")
@@ -261,7 +263,7 @@ def run_training_job(work: WorkFolder, job: Job, prepared: dict, disable_tta: bo
     def predict(step: str, images: str, output: Path) -> None:
         # --save-without-postprocessing: every table with and without the model's post-processing
         command = ["cctr_predict", "-i", str(work.raw / prepared["dataset_name"] / images), "-o", str(output),
-                   "-m", str(model), "--device", "cpu", "--quiet", "--save-without-postprocessing"]
+                   "-m", str(model), "--device", device, "--quiet", "--save-without-postprocessing"]
         recorder.run(step, command + (["--disable-tta"] if disable_tta else []))
 
     predictions = folder / "predictions"
