@@ -150,7 +150,7 @@ def test_budget_table_runs_each_budget_and_shares_the_registration_run(tmp_path)
     # the appearance-version-2 population has the same tables as the first
     robust2 = build_jobs(Selection(datasets=["acdc2"], labeled=[1], seeds=[0], tables=["robustness", "budget"],
                                    budgets=[300]), 2000)
-    assert {j.dataset for j in robust2} == {"acdc2"} and len(robust2) == 6 + 3
+    assert {j.dataset for j in robust2} == {"acdc2"} and len(robust2) == 7 + 3
     assert "patient" in render_markdown("T", build_table("budget", Selection(datasets=["acdc2"], labeled=[1],
                                                                               seeds=[0], tables=["budget"],
                                                                               budgets=[300]), 2000, {}))

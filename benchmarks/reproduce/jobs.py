@@ -92,6 +92,8 @@ ROBUSTNESS_METHODS = [  # issue 12 section 4: settings beyond the paper, chosen 
     # the fade measured on volumes whose registered labels RSL never teaches (a fifth of the unlabeled ones)
     _train("+ fading w_rs, held-out volumes", "CCTRTrainer", "registration_method=affine_deformable",
            "rsl_fade=true", "rsl_fade_holdout_fraction=0.2"),
+    # the paper's cross-teaching weight averages 0.04 over a run (its Gaussian ramp scales with the run length)
+    _train("w_cps 1.0", "CCTRTrainer", "registration_method=affine_deformable", "w_cps_max=1.0"),
     _train("+ fading w_rs", "CCTRTrainer", "registration_method=affine_deformable", "rsl_fade=true"),
     _train("+ majority of atlases", "CCTRTrainer", "registration_method=affine_deformable", "rsl_fusion=majority"),
     _train("+ both", "CCTRTrainer", "registration_method=affine_deformable", "rsl_fade=true",
