@@ -2,11 +2,13 @@
 
 At level factor f an axis is shrunk by ``floor(f * smallest_spacing / its_spacing)`` (at least 1), so
 thick-slice axes stay at full resolution until the in-plane axes have caught up with them; no axis drops
-below ``min_voxels`` voxels.
+below ``min_voxels`` voxels. :func:`local_normalisation` optionally takes a level's images to local zero mean
+and unit variance (the torch affine engine's ``torch_affine_local_normalisation_sigma_mm``).
 """
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 from cctrnet.dataset.geometry import Geometry
 
@@ -39,3 +41,19 @@ def block_average(array_zyx: np.ndarray, factors_zyx: tuple[int, int, int]) -> n
     z, y, x = (s // f for s, f in zip(array_zyx.shape, factors_zyx))
     trimmed = np.asarray(array_zyx[: z * fz, : y * fy, : x * fx], dtype=np.float32)
     return trimmed.reshape(z, fz, y, fy, x, fx).mean(axis=(1, 3, 5))
+
+
+def local_normalisation(array_zyx: np.ndarray, spacing_zyx: tuple[float, float, float], sigma_mm: float,
+                        floor_fraction: float) -> np.ndarray:
+    """``(I - G*I) / sqrt(G*(I - G*I)^2 + eps)``, G a Gaussian of ``sigma_mm`` on every axis (z, y, x).
+
+    ``spacing_zyx`` (mm) converts the width to voxels per axis, so a 10 mm sigma spans one 10 mm slice and
+    four 2.5 mm in-plane voxels. ``eps = floor_fraction * var(I)``. A smooth multiplicative bias field
+    (receive-coil shading) is nearly constant within the window and divides out; the result is float32.
+    """
+    image = np.asarray(array_zyx, dtype=np.float32)
+    sigma_voxels_zyx = [float(sigma_mm) / float(s) for s in spacing_zyx]
+    centred = image - gaussian_filter(image, sigma_voxels_zyx, mode="nearest")
+    local_variance = gaussian_filter(centred * centred, sigma_voxels_zyx, mode="nearest")
+    eps = max(float(floor_fraction) * float(image.var()), 1e-12)
+    return (centred / np.sqrt(local_variance + eps)).astype(np.float32)

@@ -224,10 +224,12 @@ def _batches(todo: Sequence[tuple[str, str]], size: int) -> list[list[tuple[str,
 
 def compute_batch_job(data_folder: str, pairs: Sequence[tuple[str, str]], method: str, settings_dict: dict[str, Any],
                       affine_folder: str | None = None, num_threads: int | None = None,
-                      volume_cache: dict[str, Any] | None = None) -> list[PairResult]:
+                      volume_cache: dict[str, Any] | None = None, level_images: Any = None) -> list[PairResult]:
     """One batch of pairs with the torch engine, from files: what the local loop or a Dask worker runs.
 
     ``affine_folder``: the affine pair store a deformable batch starts from (its pairs must be finished).
+    ``volume_cache`` (case id -> volume) and ``level_images`` (a torch_engine.LevelImages) carry loaded volumes
+    and their affine pyramid images from one batch to the next.
     """
     import torch
 
@@ -257,7 +259,7 @@ def compute_batch_job(data_folder: str, pairs: Sequence[tuple[str, str]], method
     if not batch:
         return failed
     if method == "affine":
-        return failed + register_batch_torch(batch, settings, device)
+        return failed + register_batch_torch(batch, settings, device, level_images)
     if method == "affine_deformable":
         from cctrnet.registration.deformable_engine import register_batch_deformable
 
@@ -304,13 +306,18 @@ def _batches_by_fixed(todo: Sequence[tuple[str, str]], size: int) -> list[list[t
 
 def _torch_batches(data_folder: Path, todo: Sequence[tuple[str, str]], method: str, settings: RegistrationSettings,
                    num_threads: int, affine_folder: str | None) -> Iterator[PairResult]:
+    from cctrnet.registration.torch_engine import LevelImages
+
     cache: dict[str, Any] = {}
+    level_images = LevelImages()
     batches = _batches_by_fixed(todo, settings.torch_batch_size)
     for number, chunk in enumerate(batches):
-        yield from compute_batch_job(str(data_folder), chunk, method, settings.to_dict(), affine_folder, num_threads, cache)
+        yield from compute_batch_job(str(data_folder), chunk, method, settings.to_dict(), affine_folder, num_threads, cache,
+                                     level_images)
         needed = {case for later in batches[number + 1:] for pair in later for case in pair}
         for case_id in [c for c in cache if c not in needed]:
             del cache[case_id]
+        level_images.keep_only(array for array, _ in cache.values())
 
 
 def _dask_batches(data_folder: Path, todo: Sequence[tuple[str, str]], method: str, settings: RegistrationSettings,

@@ -52,6 +52,14 @@ class RegistrationSettings:
     torch_points_per_pair: int = 4096
     torch_iterations_per_level: tuple[int, ...] = (80, 40, 20)
     torch_learning_rate: float = 0.01
+    #: > 0: each pyramid level's images are normalised to local zero mean and unit variance in a Gaussian
+    #: window of this sigma (mm, per axis) before the NCC, so smooth intensity shading (receive-coil bias
+    #: fields) cannot pull the scale; 0: the global NCC of the level's images, as before 2026-12-01. 40 mm
+    #: measured best of 10-40 mm (documentation/benchmarks.md, "Locally normalised affine metric")
+    torch_affine_local_normalisation_sigma_mm: float = 40.0
+    #: the local variance is floored at this fraction of the volume's variance, so flat regions (air) keep
+    #: their noise small instead of being raised to unit variance (0.1 measured better than 0.01)
+    torch_affine_local_variance_floor: float = 0.1
     # --- batched torch deformable stage (stationary velocity field) on top of the affine ---
     #: in-plane pyramid factors, coarse to fine; the field lives on the finest one's grid
     deformable_levels: tuple[int, ...] = (4, 2)

@@ -9,13 +9,22 @@ are one modality after the same normalisation) on a random subset of fixed voxel
 ``t`` is optimised in units of the fixed volume's radius so both parameter groups move points by
 comparable physical distances (the idea of ITK's scales from physical shift). Adam's update is
 element-wise, so the pairs of a batch do not influence each other.
+
+Before the NCC, every level's fixed and moving images are taken to local zero mean and unit variance in a
+Gaussian window of ``settings.torch_affine_local_normalisation_sigma_mm`` (40 mm by default; converted per axis
+with the level's spacing; :func:`cctrnet.registration.pyramid.local_normalisation`), so the global NCC of the
+normalised images approximates a local NCC at that scale and a smooth multiplicative bias field (coil shading)
+divides out; 0 gives the NCC of the block-averaged images themselves, the engine's results before 2026-12-01.
+The start, the result and the convergence check are all measured on the same images; the record's
+``quality.local_normalisation_sigma_mm`` (and ``local_variance_floor``) say that they were normalised. Each
+volume's level images are computed once per batch, or once per run when the caller passes a :class:`LevelImages`.
 """
 from __future__ import annotations
 
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +32,7 @@ import torch.nn.functional as F
 
 from cctrnet.dataset.geometry import Geometry
 from cctrnet.registration.pair_result import STATUS_FAILED, STATUS_OK, PairResult
-from cctrnet.registration.pyramid import block_average, shrink_factors_zyx, shrunk_geometry
+from cctrnet.registration.pyramid import block_average, local_normalisation, shrink_factors_zyx, shrunk_geometry
 from cctrnet.registration.settings import RegistrationSettings
 from cctrnet.registration.transforms import implausibility, transform_to_text
 from cctrnet.registration.velocity_field import normalise_matrix
@@ -44,10 +53,15 @@ class PairVolumes:
 
 
 def register_batch_torch(
-    pairs: Sequence[PairVolumes], settings: RegistrationSettings, device: torch.device | str = "cpu"
+    pairs: Sequence[PairVolumes], settings: RegistrationSettings, device: torch.device | str = "cpu",
+    level_images: LevelImages | None = None,
 ) -> list[PairResult]:
-    """Affine-register every pair (moving onto fixed); failures are returned as failed PairResults."""
+    """Affine-register every pair (moving onto fixed); failures are returned as failed PairResults.
+
+    ``level_images``: pyramid images kept from earlier batches of the same volumes (a new one when None).
+    """
     device = torch.device(device)
+    level_images = LevelImages() if level_images is None else level_images
     start = time.perf_counter()
     count = len(pairs)
     centre_f = torch.tensor(np.stack([_centre_xyz(p.fixed_geometry) for p in pairs]), device=device, dtype=torch.float32)
@@ -59,7 +73,7 @@ def register_batch_torch(
     iterations = 0
     levels = list(zip(settings.pyramid_levels, settings.torch_iterations_per_level))
     for level_index, (level, level_iterations) in enumerate(levels):
-        batch = _level_batch(pairs, level, settings, device)
+        batch = _level_batch(pairs, level, settings, device, level_images)
         if level_index == len(levels) - 1:
             # the start is judged on the level the result is judged on: a coarse level's smoother images give a
             # better NCC for the same alignment, and comparing across levels failed near-perfect starts (ED/ES)
@@ -116,6 +130,9 @@ def _result(
     if problem is None and not start_kept and not final < initial - settings.min_metric_improvement:
         problem = f"did not converge: metric {final:.4g} not better than start {initial:.4g}"
     result.quality = {"start_kept": start_kept}
+    if settings.torch_affine_local_normalisation_sigma_mm > 0:
+        result.quality["local_normalisation_sigma_mm"] = float(settings.torch_affine_local_normalisation_sigma_mm)
+        result.quality["local_variance_floor"] = float(settings.torch_affine_local_variance_floor)
     if problem is None:
         result.status, result.transform_text = STATUS_OK, transform_to_text(affine)
     else:
@@ -167,14 +184,46 @@ def _pair_generator(pair: PairVolumes, level: int, settings: RegistrationSetting
     return np.random.default_rng([settings.sampling_seed, level, *names])
 
 
+class LevelImages:
+    """Each volume's image at each pyramid level, computed once for the batches that share the volume.
+
+    A volume is known by its array's identity: the entry keeps the array alive, so no other array can take its
+    id while the entry exists. :meth:`keep_only` drops the volumes the caller no longer holds. Worth keeping
+    across batches when the images are locally normalised: the Gaussians of a wide window at the finest level
+    cost more per volume than the optimisation of one pair.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    def image(self, array_zyx: np.ndarray, factors_zyx: tuple[int, int, int], level_geometry: Geometry,
+              settings: RegistrationSettings) -> np.ndarray:
+        """``array_zyx`` block averaged by ``factors_zyx`` and, if the settings ask, locally normalised."""
+        sigma_mm = settings.torch_affine_local_normalisation_sigma_mm
+        floor = settings.torch_affine_local_variance_floor
+        key = (id(array_zyx), tuple(factors_zyx), tuple(level_geometry.spacing_zyx), sigma_mm, floor)
+        if key not in self._entries:
+            shrunk = block_average(array_zyx, factors_zyx)
+            if sigma_mm > 0:
+                shrunk = local_normalisation(shrunk, level_geometry.spacing_zyx, sigma_mm, floor)
+            self._entries[key] = (array_zyx, shrunk)
+        return self._entries[key][1]
+
+    def keep_only(self, arrays_zyx: Iterable[np.ndarray]) -> None:
+        kept = {id(a) for a in arrays_zyx}
+        self._entries = {k: v for k, v in self._entries.items() if k[0] in kept}
+
+
 def _level_batch(
     pairs: Sequence[PairVolumes], level: int, settings: RegistrationSettings, device: torch.device,
+    level_images: LevelImages,
 ) -> _LevelBatch:
     moving_arrays, to_normalised, upper, points, values = [], [], [], [], []
     shrunk_moving = []
     for pair in pairs:
         factors_m = shrink_factors_zyx(pair.moving_geometry, level, settings.min_voxels_per_axis)
-        shrunk_moving.append((block_average(pair.moving_zyx, factors_m), shrunk_geometry(pair.moving_geometry, factors_m)))
+        geometry = shrunk_geometry(pair.moving_geometry, factors_m)
+        shrunk_moving.append((level_images.image(pair.moving_zyx, factors_m, geometry, settings), geometry))
     padded_shape = np.max([a.shape for a, _ in shrunk_moving], axis=0)
     for pair, (moving, moving_geometry) in zip(pairs, shrunk_moving):
         padded = np.zeros(padded_shape, dtype=np.float32)
@@ -185,8 +234,8 @@ def _level_batch(
         to_normalised.append((normalise_matrix(padded_shape) @ index_from_physical)[:3])
         upper.append([2.0 * (moving.shape[a] - 1) / max(1, padded_shape[a] - 1) - 1.0 for a in (2, 1, 0)])
         factors_f = shrink_factors_zyx(pair.fixed_geometry, level, settings.min_voxels_per_axis)
-        fixed = block_average(pair.fixed_zyx, factors_f).reshape(-1)
         fixed_geometry = shrunk_geometry(pair.fixed_geometry, factors_f)
+        fixed = level_images.image(pair.fixed_zyx, factors_f, fixed_geometry, settings).reshape(-1)
         sampler = _pair_generator(pair, level, settings)
         chosen = sampler.choice(fixed.size, size=min(fixed.size, settings.torch_points_per_pair), replace=False)
         index_zyx = np.stack(np.unravel_index(chosen, fixed_geometry.shape_zyx), axis=-1)
