@@ -5,7 +5,6 @@ import tempfile
 
 import numpy as np
 import pytest
-import torch
 from scipy.ndimage import gaussian_filter
 
 from cctrnet.registration.pyramid import local_normalisation
@@ -13,25 +12,7 @@ from cctrnet.registration.settings import RegistrationSettings
 from cctrnet.registration.synthetic_pairs import dice, make_subject
 from cctrnet.registration.torch_engine import LevelImages, PairVolumes, register_batch_torch
 from cctrnet.registration.transforms import affine_matrix_4x4, resample, transform_from_file
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def in_plane_affine(angle_deg: float, scale_xy: tuple[float, float], shift_xy_mm: tuple[float, float]) -> np.ndarray:
-    angle = np.deg2rad(angle_deg)
-    matrix = np.eye(4)
-    matrix[:2, :2] = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) @ np.diag(scale_xy)
-    matrix[:2, 3] = shift_xy_mm
-    return matrix
-
-
-KNOWN = in_plane_affine(7.0, (1.06, 0.96), (3.0, -2.5))
+from tests.test_registration import KNOWN, one_torch_thread  # noqa: F401  (an autouse fixture: one thread)
 
 
 def _transform(text: str):
