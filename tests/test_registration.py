@@ -338,3 +338,26 @@ def test_brs_scores_only_pairs_registered_both_ways(tmp_path, monkeypatch):
     monkeypatch.setattr(brs, "cycle_score", fake_cycle_score)
     scores = brs.update_scores(tmp_path, Store(), [("u", "a"), ("u", "b")], RegistrationSettings())
     assert scored == [("u", "b")] and set(scores["u"]) == {"b"}
+
+
+def test_a_store_records_its_settings_and_warns_before_mixing_others(tmp_path, capsys):
+    import dataclasses
+
+    from cctrnet.utilities.file_io import load_json
+
+    data_folder = standard_dataset(tmp_path / "data")
+    store = PairStore(tmp_path / "affine")
+    runner.compute_missing_pairs(data_folder, store, [("c1", "c0")], "affine", "torch", FAST)
+    stamp = load_json(store.folder / runner.SETTINGS_STAMP)
+    assert stamp["torch_iterations_per_level"] == [60, 30]  # the settings the first pairs were computed with
+    capsys.readouterr()
+    runner.compute_missing_pairs(data_folder, store, [("c2", "c0")], "affine", "torch", FAST)
+    assert "warning" not in capsys.readouterr().err  # same settings: nothing to say
+    other = dataclasses.replace(FAST, torch_affine_local_normalisation_sigma_mm=0.0)
+    runner.compute_missing_pairs(data_folder, store, [("c3", "c0")], "affine", "torch", other)
+    warning = capsys.readouterr().err
+    assert "warning" in warning and "torch_affine_local_normalisation_sigma_mm (40.0 then, 0.0 now)" in warning
+    assert load_json(store.folder / runner.SETTINGS_STAMP) == stamp  # the stamp keeps the first settings
+    (store.folder / runner.SETTINGS_STAMP).unlink()  # a store from before stamps existed
+    runner.compute_missing_pairs(data_folder, store, [("c0", "c1")], "affine", "torch", FAST)
+    assert "not recorded" in capsys.readouterr().err
