@@ -348,7 +348,7 @@ def test_a_store_records_its_settings_and_warns_before_mixing_others(tmp_path, c
     data_folder = standard_dataset(tmp_path / "data")
     store = PairStore(tmp_path / "affine")
     runner.compute_missing_pairs(data_folder, store, [("c1", "c0")], "affine", "torch", FAST)
-    stamp = load_json(store.folder / runner.SETTINGS_STAMP)
+    stamp = load_json(store.folder / PairStore.SETTINGS_STAMP)
     assert stamp["torch_iterations_per_level"] == [60, 30]  # the settings the first pairs were computed with
     capsys.readouterr()
     runner.compute_missing_pairs(data_folder, store, [("c2", "c0")], "affine", "torch", FAST)
@@ -357,7 +357,7 @@ def test_a_store_records_its_settings_and_warns_before_mixing_others(tmp_path, c
     runner.compute_missing_pairs(data_folder, store, [("c3", "c0")], "affine", "torch", other)
     warning = capsys.readouterr().err
     assert "warning" in warning and "torch_affine_local_normalisation_sigma_mm (40.0 then, 0.0 now)" in warning
-    assert load_json(store.folder / runner.SETTINGS_STAMP) == stamp  # the stamp keeps the first settings
-    (store.folder / runner.SETTINGS_STAMP).unlink()  # a store from before stamps existed
+    assert load_json(store.folder / PairStore.SETTINGS_STAMP) == stamp  # the stamp keeps the first settings
+    (store.folder / PairStore.SETTINGS_STAMP).unlink()  # a store from before stamps existed
     runner.compute_missing_pairs(data_folder, store, [("c0", "c1")], "affine", "torch", FAST)
     assert "not recorded" in capsys.readouterr().err

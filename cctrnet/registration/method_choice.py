@@ -69,9 +69,9 @@ def _patient(case: str, patient_of: Mapping[str, str] | None) -> str:
 def leave_one_out_dice(data_folder: Path, store: PairStore, labeled: Sequence[str],
                        patient_of: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Mean and per-class Dice of each labeled label carried onto every other labeled case (of another patient
-    when ``patient_of`` is given; failed pairs: 0)."""
+    when ``patient_of`` is given; failed pairs: 0, and left out of ``mean_successful``)."""
     per_class: dict[int, list[float]] = {}
-    means = []
+    means, successful = [], []
     for moving, fixed in leave_one_out_pairs(labeled, patient_of):
         truth, _ = load_label(data_folder, fixed)
         classes = [int(c) for c in np.unique(truth) if c > 0]
@@ -83,8 +83,11 @@ def leave_one_out_dice(data_folder: Path, store: PairStore, labeled: Sequence[st
             per_class.setdefault(value, []).append(score)
         if scores:
             means.append(float(np.mean(list(scores.values()))))
+            if store.successful(moving, fixed):
+                successful.append(means[-1])
     return {
         "mean": float(np.mean(means)) if means else None,
+        "mean_successful": float(np.mean(successful)) if successful else None,  # the failed pairs left out
         "per_class": {str(c): float(np.mean(v)) for c, v in sorted(per_class.items())},
         "pairs": len(means),
     }

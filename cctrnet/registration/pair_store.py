@@ -93,3 +93,21 @@ class PairStore:
     def successful(self, moving: str, fixed: str) -> bool:
         result = self.load(moving, fixed)
         return result is not None and result.ok
+
+    # --- the settings the pairs were computed with ---------------------------------------------------
+    SETTINGS_STAMP = "settings.json"
+
+    def settings_mismatch(self, settings: dict[str, Any]) -> str | None:
+        """Before new pairs are saved: stamp a store without pairs with ``settings`` (``to_dict()``, JSON types)
+        and return None; with pairs, say how their settings differ from ``settings`` (None: they do not)."""
+        stamp_path = self.folder / self.SETTINGS_STAMP
+        if not (self.pairs_folder.is_dir() and any(self.pairs_folder.glob(f"*{_SEPARATOR}*.json"))):
+            save_json(settings, stamp_path)
+            return None
+        if not stamp_path.is_file():
+            return "not recorded (the store predates settings stamps)"
+        stamped = load_json(stamp_path)
+        keys = sorted(k for k in set(settings) | set(stamped) if settings.get(k) != stamped.get(k))
+        if not keys:
+            return None
+        return "different in " + ", ".join(f"{k} ({stamped.get(k)} then, {settings.get(k)} now)" for k in keys)

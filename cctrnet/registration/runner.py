@@ -12,6 +12,7 @@ Workers that advertise a ``GPU`` resource (``dask-worker ... --resources GPU=1``
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -49,35 +50,6 @@ def compute_pair_job(data_folder: str, moving: str, fixed: str, method: str, set
     return register_pair_sitk(fixed_zyx, fixed_geometry, moving_zyx, moving_geometry, method, settings, (moving, fixed))
 
 
-#: the settings a store's pairs were computed with, beside its pairs/ folder
-SETTINGS_STAMP = "settings.json"
-
-
-def check_settings_stamp(store: PairStore, settings: RegistrationSettings) -> None:
-    """Before new pairs go into ``store``: stamp a store without pairs with ``settings``; warn when its pairs
-    were computed with other settings (or before stamps existed), since the store then mixes the two."""
-    import json
-
-    from cctrnet.utilities.file_io import load_json, save_json
-
-    current = json.loads(json.dumps(settings.to_dict()))  # tuples as JSON lists, as the stamp holds them
-    stamp_path = store.folder / SETTINGS_STAMP
-    if not (store.pairs_folder.is_dir() and any(store.pairs_folder.glob("*.json"))):
-        save_json(current, stamp_path)
-        return
-    stamped = load_json(stamp_path) if stamp_path.is_file() else None
-    if stamped is None:
-        differing = "not recorded (the store predates settings stamps)"
-    else:
-        keys = sorted(k for k in set(current) | set(stamped) if current.get(k) != stamped.get(k))
-        if not keys:
-            return
-        differing = "different in " + ", ".join(f"{k} ({stamped.get(k)} then, {current.get(k)} now)" for k in keys)
-    print(f"[cctrnet] warning: the pairs already in {store.folder} were computed with settings {differing}; the "
-          f"new pairs join them as they are. Delete {store.folder} (and the deformable folder built on it) to "
-          "compute every pair with today's settings", file=sys.stderr)
-
-
 def compute_missing_pairs(
     data_folder: Path,
     store: PairStore,
@@ -103,7 +75,12 @@ def compute_missing_pairs(
           f"{len(pairs) - len(todo)} already in {store.folder}, {len(todo)} to compute", file=sys.stderr)
     if not todo:
         return []
-    check_settings_stamp(store, settings)
+    # tuples as JSON lists, as the stamp holds them
+    differing = store.settings_mismatch(json.loads(json.dumps(settings.to_dict())))
+    if differing:
+        print(f"[cctrnet] warning: the pairs already in {store.folder} were computed with settings {differing}; "
+              f"the new pairs join them as they are. Delete {store.folder} (and the deformable folder built on it) "
+              "to compute every pair with today's settings", file=sys.stderr)
     affine_folder = str(affine_store.folder) if affine_store is not None else None
     lost: list[tuple[tuple[str, str], str]] = []  # pairs whose Dask worker died, with the error
     if engine == "torch" and dask_scheduler:

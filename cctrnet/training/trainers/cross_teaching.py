@@ -112,7 +112,7 @@ class CCTRTrainer(BaseTrainer):
                 held = self._held_out_volume[unlabeled["volume_index"].to(self.device)]
                 fade = (self.rsl_fade.update([p[held] for p in predictions], rsl_target[held]) if held.any()
                         else self.rsl_fade.factor)
-                rsl_target = torch.where(held[:, None, None], torch.full_like(rsl_target, IGNORE_INDEX), rsl_target)
+                rsl_target = rsl_target.masked_fill(held[:, None, None], IGNORE_INDEX)
             else:
                 fade = self.rsl_fade.update(predictions, rsl_target)
             if self.distributed.enabled:  # each rank measures its own slices; all use the mean factor
