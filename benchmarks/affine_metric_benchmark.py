@@ -3,7 +3,8 @@
 For each preprocessed dataset folder and each ``SIGMA_MM:FLOOR`` (``torch_affine_local_normalisation_sigma_mm``
 and ``torch_affine_local_variance_floor``; sigma 0 is the global NCC of the raw images), the folder is copied
 without its ``registration`` folder into ``--work-dir`` and ``--registration affine`` (torch engine) is run with
-every training case a labeled candidate, one run after another. Reported per run:
+every training case a labeled candidate, one run after another; with ``--deformable`` also
+``--registration affine_deformable`` on the affines each setting stored. Reported per run:
 
 - failed pairs (of all ordered pairs), and the affine starts kept;
 - the registration report's Dice of the BRS-selected registered label, leave-one-out (``registered_label_dice``);
@@ -42,7 +43,7 @@ def copy_without_registration(source: Path, target: Path) -> None:
         (shutil.copytree if item.is_dir() else shutil.copy2)(item, target / item.name)
 
 
-def measure(folder: Path, sigma_mm: float, floor: float, configuration: str) -> dict[str, Any]:
+def measure(folder: Path, sigma_mm: float, floor: float, configuration: str, method: str = "affine") -> dict[str, Any]:
     from cctrnet.registration import brs
     from cctrnet.registration.method_choice import leave_one_out_dice
     from cctrnet.registration.pair_store import PairStore, registration_folder
@@ -54,12 +55,12 @@ def measure(folder: Path, sigma_mm: float, floor: float, configuration: str) -> 
 
     settings = RegistrationSettings(torch_affine_local_normalisation_sigma_mm=sigma_mm,
                                     torch_affine_local_variance_floor=floor)
-    run_registration_stage(folder, None, method="affine", engine="torch", configuration=configuration,
+    run_registration_stage(folder, None, method=method, engine="torch", configuration=configuration,
                            settings=settings)
     data_folder = folder / configuration
-    store = PairStore(registration_folder(folder, configuration, "affine"))
+    store = PairStore(registration_folder(folder, configuration, method))
     report = load_json(store.folder.parent / "registration_report.json")
-    affine = report["methods"]["affine"]
+    affine = report["methods"][method]
     labeled = report["labeled_cases"]
     selected: dict[int, list[float]] = {}
     for case, entry in affine["registered_label_dice"].items():
@@ -70,7 +71,7 @@ def measure(folder: Path, sigma_mm: float, floor: float, configuration: str) -> 
     patients = dataset_patients(folder)
     between = leave_one_out_dice(data_folder, store, labeled, patients)
     return {
-        "sigma_mm": sigma_mm, "floor": floor, "num_pairs": affine["num_pairs"], "num_failed": affine["num_failed"],
+        "method": method, "sigma_mm": sigma_mm, "floor": floor, "num_pairs": affine["num_pairs"], "num_failed": affine["num_failed"],
         "failures": affine["failures"], "affine_start_kept": affine["quality"].get("affine_start_kept", 0),
         "seconds_per_pair_median": affine["seconds_per_pair_median"],
         "selected_dice_mean": affine["registered_label_dice_mean"],
@@ -78,17 +79,18 @@ def measure(folder: Path, sigma_mm: float, floor: float, configuration: str) -> 
         "between_patients_dice_mean": between["mean"], "between_patients_dice_per_class": between["per_class"],
         "between_patients_pairs": between["pairs"],
         "between_patients_dice_mean_successful": between["mean_successful"],
+        "quality": affine["quality"],
     }
 
 
 def table(runs: list[dict[str, Any]]) -> str:
-    lines = ["| dataset | sigma mm | floor | failed pairs | BRS-selected Dice (RV / MYO / LV) | between patients, "
+    lines = ["| dataset | method | sigma mm | floor | failed pairs | BRS-selected Dice (RV / MYO / LV) | between patients, "
              "failed = 0 (RV / MYO / LV) | between patients, successful | s per pair (median) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         per = lambda values: " / ".join(f"{v:.3f}" for v in values.values())  # noqa: E731
         sigma = "off" if run["sigma_mm"] == 0 else f"{run['sigma_mm']:g}"
-        lines.append(f"| {run['dataset']} | {sigma} | {run['floor'] if run['sigma_mm'] else '–'} | "
+        lines.append(f"| {run['dataset']} | {run.get('method', 'affine')} | {sigma} | {run['floor'] if run['sigma_mm'] else '–'} | "
                      f"{run['num_failed']} / {run['num_pairs']} | {run['selected_dice_mean']:.3f} "
                      f"({per(run['selected_dice_per_class'])}) | {run['between_patients_dice_mean']:.3f} "
                      f"({per(run['between_patients_dice_per_class'])}) | "
@@ -103,11 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", nargs="+", default=["0:0.01", "40:0.1"], metavar="SIGMA_MM:FLOOR")
     parser.add_argument("--work-dir", type=Path, required=True, help="one copy of each dataset per setting goes here")
     parser.add_argument("-c", "--configuration", default="2d")
+    parser.add_argument("--deformable", action="store_true",
+                        help="also run the deformable stage on each setting's affines (affine_deformable) and measure it")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     from benchmarks.machine_info import machine_info
     from cctrnet.utilities.file_io import save_json
 
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     runs = []
     for dataset in args.datasets:
         for setting in args.settings:
@@ -117,8 +122,12 @@ def main(argv: list[str] | None = None) -> int:
             copy_without_registration(dataset, folder)
             print(f"[benchmark] {dataset.name}: sigma {sigma_mm:g} mm, floor {floor:g}", file=sys.stderr, flush=True)
             runs.append({"dataset": dataset.name, **measure(folder, sigma_mm, floor, args.configuration)})
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    save_json({"date": datetime.date.today().isoformat(), "machine": machine_info(), "runs": runs}, args.output)
+            if args.deformable:  # on top of the affines just stored, with the same affine settings
+                print(f"[benchmark] {dataset.name}: affine_deformable on those affines", file=sys.stderr, flush=True)
+                runs.append({"dataset": dataset.name,
+                             **measure(folder, sigma_mm, floor, args.configuration, "affine_deformable")})
+            save_json({"date": datetime.date.today().isoformat(), "machine": machine_info(), "runs": runs},
+                      args.output)  # after every run, so an interrupted benchmark keeps what it measured
     print(table(runs))
     return 0
 

@@ -241,7 +241,6 @@ def time_registration(device_name: str, sizes: dict[str, Any]) -> dict[str, Any]
 # --- prediction -------------------------------------------------------------------------------------------
 def time_prediction(device_name: str, sizes: dict[str, Any], configuration: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
-    import torch
 
     from cctrnet.inference.sliding_window import BranchEnsemble, SlidingWindowSettings, predict_volume
     from cctrnet.inference.speed import DeviceSpeedSettings

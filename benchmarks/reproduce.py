@@ -89,18 +89,35 @@ def job_record(job: Job) -> dict:
             "settings": list(job.run_settings), "labeled": job.labeled, "seed": job.seed, "iterations": job.iterations}
 
 
+def dry_run_state(work: WorkFolder, job: Job, listed: set[str]) -> str:
+    """``done``, ``shared`` (its twin finished with the method it forces), ``after twin`` or ``to run``."""
+    from benchmarks.reproduce import runner
+
+    if work.finished(job.job_id):
+        return "done"
+    twin = registration_twin(job)
+    if twin is None:
+        return "to run"
+    if work.finished(twin[0].job_id):
+        return "shared" if runner.auto_registration_choice(work, twin[0]) == twin[1] else "to run"
+    return "after twin" if twin[0].job_id in listed else "to run"
+
+
 def print_dry_run(jobs: list[Job], work: WorkFolder, args: argparse.Namespace, iterations: int,
                   measured: dict[str, tuple[float, float]]) -> None:
     total, pending = 0.0, 0
     print(f"{len(jobs)} job(s), {iterations} iterations each (trained methods), CPU plan budget "
           f"{args.cpu_step_seconds} s/step, work folder {work.root}")
     print(f"{'job':62s} {'state':9s} {'estimate':>9s}")
+    listed = {job.job_id for job in jobs}
     for job in jobs:
-        done = work.finished(job.job_id)
-        seconds = 0.0 if done else job.estimated_seconds(args.cpu_step_seconds, measured)
+        state = dry_run_state(work, job, listed)
+        seconds = 0.0 if state in ("done", "shared") else job.estimated_seconds(args.cpu_step_seconds, measured)
         total += seconds
-        pending += not done
-        print(f"{job.job_id:62s} {'done' if done else 'to run':9s} {seconds / 60:8.1f}m")
+        pending += state not in ("done", "shared")
+        print(f"{job.job_id:62s} {state:9s} {seconds / 60:8.1f}m")
+    print("(shared: recorded as its registration twin's run, which auto already ran with the forced method; "
+          "after twin: shared or trained once the twin has run, counted as to run)")
     from benchmarks.reproduce.store import read_json
 
     prepare = sum(PREPARE_SECONDS for d in sorted({j.dataset for j in jobs})

@@ -1,5 +1,4 @@
 """Command-line entry points: --help without heavy imports, and the first command end to end."""
-import json
 import os
 import re
 import shlex

@@ -2,7 +2,6 @@ import math
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from cctrnet.training.schedules import (
     GaussianWarmupSchedule,

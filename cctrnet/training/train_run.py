@@ -13,8 +13,7 @@ from cctrnet import paths
 from cctrnet.training.config import TrainerConfig
 from cctrnet.training.run_record import FINAL, LATEST, RunRecord, keep_final_checkpoint, read_run_record, setting_differences
 from cctrnet.training.run_setup import RunSetup, RunSetupError, prepare_run, run_folder_name
-from cctrnet.training.validation import (VALIDATION_SET, VALIDATION_SETS, check_evaluation_data, check_same_validation,
-                                         validate_model)
+from cctrnet.training.validation import VALIDATION_SET, VALIDATION_SETS, check_evaluation_data, check_same_validation
 
 
 class TrainingRunError(RuntimeError):
