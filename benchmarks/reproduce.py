@@ -123,8 +123,9 @@ def print_dry_run(jobs: list[Job], work: WorkFolder, args: argparse.Namespace, i
     prepare = sum(PREPARE_SECONDS for d in sorted({j.dataset for j in jobs})
                   if (read_json(work.prepare_path(d)) or {}).get("status") != "ok")
     wall = total / max(1, args.workers)
-    source = f"{len(measured)} method(s) timed from finished jobs here, the others" if measured else "all"
-    print(f"estimated ({source} from the built-in step times): {total / 3600:.2f} h of job time for {pending} "
+    source = (f"{len(measured)} method(s) timed from finished jobs here, the others from the built-in step times "
+              "at the speed those ran on their dataset" if measured else "all from the built-in step times")
+    print(f"estimated ({source}): {total / 3600:.2f} h of job time for {pending} "
           f"job(s) to run, {wall / 3600:.2f} h with {args.workers} worker(s), plus {prepare / 3600:.2f} h to "
           f"generate, plan, preprocess and register the dataset(s) not yet prepared; total {(wall + prepare) / 3600:.2f} h")
 

@@ -11,8 +11,8 @@ import pytest
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
 
-from benchmarks.reproduce.jobs import (ABLATION_METHODS, CORE_METHODS, Job, Selection, build_jobs,  # noqa: E402
-                                       default_iterations, quality_every, table_methods)
+from benchmarks.reproduce.jobs import (ABLATION_METHODS, CORE_METHODS, Job, Method, Selection,  # noqa: E402
+                                       build_jobs, default_iterations, quality_every, table_methods)
 from benchmarks.reproduce.nnunet import epoch_split  # noqa: E402
 from benchmarks.reproduce.runner import metrics_from_summary, train_command  # noqa: E402
 from benchmarks.reproduce.store import WorkFolder  # noqa: E402
@@ -197,6 +197,17 @@ def test_calibration_from_finished_jobs_replaces_built_in_estimates():
     assert measured["phantom/CTSTrainer"] == pytest.approx((1.5, 70.0))
     assert measured["phantom/CCTRTrainer-brs_false-reps_false-scl_false"] == pytest.approx((3.0, 50.0))
     assert Job("phantom", cts, 1, 5, 100).estimated_seconds(0.6, measured) == pytest.approx(70.0 + 150.0)
+    # an untimed variant: its built-in cost at the speed the dataset's timed trainers ran (median ratio)
+    cctr = next(m for m in CORE_METHODS if m.trainer == "CCTRTrainer")
+    measured["phantom/CCTRTrainer"] = (4.0, 90.0)  # 2.0 x its built-in 2.0 s; CTS ran at 1.5 / 1.25 = 1.2 x
+    speed, overhead = (2.0 + 1.2) / 2, (90.0 + 70.0) / 2
+    robust = Method("w_rs 0.3", "train", "CCTRTrainer", ("w_rs=0.3",))  # every module on: CCT-R's cost
+    assert Job("phantom", robust, 1, 0, 100).estimated_seconds(0.6, measured) == pytest.approx(
+        overhead + 100 * 2.0 * speed)
+    assert Job("phantom", cctr, 1, 0, 100).estimated_seconds(0.6, measured) == pytest.approx(90.0 + 400.0)
+    untimed_ablation = ABLATION_METHODS[2]  # +RSL+BRS: SCL and REPS off, the cheaper ablation rate
+    assert Job("phantom", untimed_ablation, 1, 0, 100).estimated_seconds(0.6, measured) == pytest.approx(
+        overhead + 100 * 1.8 * speed)
     # another dataset keeps the built-in estimate
     assert Job("brain", cts, 1, 0, 100).estimated_seconds(0.6, measured) == Job("brain", cts, 1, 0, 100).estimated_seconds(0.6)
     # two workers: twice the job time fits the same wall-clock target

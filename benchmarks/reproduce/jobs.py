@@ -7,6 +7,7 @@ CCT-R runs: ``phantom__CTSTrainer__L1__s0__it300``.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field, replace
 
 DATASETS = {  # benchmark name -> (dataset id, generator command)
@@ -120,6 +121,8 @@ ABLATION_DATASETS = ("phantom",)
 SECONDS_PER_ITERATION = {"LabeledOnlyTrainer": 0.33, "CPSTrainer": 1.0, "CTSTrainer": 1.25,
                          "CCTRTrainer": 2.0, "CCTRTrainer-ablation": 1.8, "nnunet": 0.4}
 REFERENCE_CPU_STEP_SECONDS = 0.6
+#: CCT-R's module switches: a row with one of them false costs the ablation rate, any other setting CCT-R's
+MODULE_SWITCHES = ("cps", "rsl", "brs", "scl", "reps", "two_branches")
 OVERHEAD_SECONDS = {"train": 65.0, "regonly": 100.0, "nnunet": 240.0}
 PREPARE_SECONDS = 15 * 60.0  # generate + plan + preprocess + 380 registrations, per dataset
 
@@ -153,9 +156,14 @@ class Job:
                           ) -> float:
         """Wall seconds of this job with one worker's share of the machine: from ``measured`` (calibration() of
         finished jobs like it) when there, else from the built-in step times scaled to the CPU plan's budget."""
-        found = (measured or {}).get(f"{self.dataset}/{self.slug}")
+        measured = measured or {}
+        found = measured.get(f"{self.dataset}/{self.slug}")
+        speed = measured_speed(self.dataset, measured) if self.method.kind == "train" else None
         if found is not None:
             per_iteration, overhead = found
+        elif speed is not None:  # the built-in cost of this method at the speed the dataset's timed trainers ran
+            per_iteration = seconds_per_iteration(self.method) * speed[0]
+            overhead = speed[1]
         else:
             scale = cpu_step_seconds / REFERENCE_CPU_STEP_SECONDS
             per_iteration = seconds_per_iteration(self.method) * scale
@@ -163,6 +171,16 @@ class Job:
         if self.method.kind == "regonly":  # no training; its cost grows with the labeled cases registered
             return overhead * (self.labeled or 1)
         return overhead + self.iterations * per_iteration
+
+
+def measured_speed(dataset: str, measured: dict[str, tuple[float, float]]) -> tuple[float, float] | None:
+    """(measured over built-in seconds per iteration, seconds outside training), medians over the timed plain
+    trainers of ``dataset``; None when none is timed."""
+    timed = [(measured[f"{dataset}/{trainer}"], builtin) for trainer, builtin in SECONDS_PER_ITERATION.items()
+             if f"{dataset}/{trainer}" in measured]
+    if not timed:
+        return None
+    return statistics.median(m[0] / builtin for m, builtin in timed), statistics.median(m[1] for m, _ in timed)
 
 
 def calibration(results: dict[str, dict]) -> dict[str, tuple[float, float]]:
@@ -199,7 +217,8 @@ def _median(values: list[float]) -> float:
 def seconds_per_iteration(method: Method) -> float:
     if method.kind == "nnunet":
         return SECONDS_PER_ITERATION["nnunet"]
-    if method.trainer == "CCTRTrainer" and method.settings:  # ablation rows: CCT-R with modules off
+    if method.trainer == "CCTRTrainer" and any(s.endswith("=false") and s.split("=")[0] in MODULE_SWITCHES
+                                               for s in method.settings):  # ablation rows: CCT-R with modules off
         return SECONDS_PER_ITERATION["CCTRTrainer-ablation"]
     return SECONDS_PER_ITERATION.get(method.trainer or "", 0.85)
 
