@@ -34,3 +34,27 @@ def test_summary_compares_choices_on_the_seeds_they_all_share():
     assert sorted(both["random_means"]) == [60.0, 85.0] and both["random_beaten"] == 1
     assert both["random_std"] == pytest.approx(12.5)
     assert summarise(results, "LS", 2) is None and summarise(results, "CCTRTrainer", 1) is None
+
+
+def test_atlas_properties_compare_cases_on_shared_seeds_and_correlate():
+    from benchmarks.atlas_properties import correlations, mean_test_dice
+
+    def run(case: str, seed: int, dice: float) -> dict:
+        return {"cases": [case], "seed": seed, "test_dice_percent": dice, "iterations": 10}
+
+    results = {"LS/1/suggested/seed0": run("a", 0, 60.0), "LS/1/suggested/seed1": run("a", 1, 70.0),
+               "LS/1/random0/seed0": run("b", 0, 80.0), "LS/1/random0/seed1": run("b", 1, 90.0),
+               "LS/1/random1/seed0": run("c", 0, 50.0),  # seed 1 unfinished: every case is compared on seed 0
+               "LS/1/random2/seed0": run("d", 0, 40.0),
+               "LS/1/random3/seed0": run("e", 0, 30.0),
+               "LS/2/random0/seed0": {"cases": ["a", "b"], "seed": 0, "test_dice_percent": 99.0},  # N=2: not a case
+               "LS/1/suggested": run("a", 999, 0.0),  # the old one-seed layout is left out
+               "CCTR/1/random0/seed0": run("a", 0, 1.0)}  # another trainer
+    dice, seeds = mean_test_dice(results, "LS")
+    assert seeds == [0] and dice == {"a": 60.0, "b": 80.0, "c": 50.0, "d": 40.0, "e": 30.0}
+    rows = {case: {"test_dice": value, "rising": value / 10, "falling": -value, "constant": 1.0}
+            for case, value in dice.items()}
+    rows["f"] = {"test_dice": None, "rising": 100.0}  # not trained: not in the correlation
+    table = correlations(rows)
+    assert table["rising"]["spearman"] == pytest.approx(1.0) and table["falling"]["spearman"] == pytest.approx(-1.0)
+    assert table["rising"]["cases"] == 5 and "constant" not in table  # no spread, no correlation
