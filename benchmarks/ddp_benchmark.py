@@ -44,7 +44,7 @@ RUNS = {"1 process": (1, "per_rank"), "2 processes, per_rank": (2, "per_rank"), 
 def prepare_dataset(work_dir: Path, seed: int) -> None:
     from cctrnet import paths
     from cctrnet.planning.planner import DeviceSettings, PlannerSettings
-    from cctrnet.preprocessing.pipeline import plan_and_preprocess_dataset
+    from cctrnet.plan_and_preprocess import plan_and_preprocess_dataset
     from dataset_conversion.phantom import generate_phantom_dataset
     from dataset_conversion.phantom_config import PhantomConfig
 

@@ -128,7 +128,7 @@ def describe_configuration(configuration: dict[str, Any]) -> dict[str, Any]:
 # --- training ---------------------------------------------------------------------------------------------
 def prepare_dataset(work: Path, cases: int, device_name: str) -> str:
     from cctrnet import paths
-    from cctrnet.preprocessing.pipeline import plan_and_preprocess_dataset
+    from cctrnet.plan_and_preprocess import plan_and_preprocess_dataset
     from dataset_conversion.phantom import generate_phantom_dataset
 
     point_paths_to(work)

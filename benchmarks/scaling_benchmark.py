@@ -48,7 +48,7 @@ def prepare_prediction(work: Path, num_training: int, num_test: int) -> tuple[Pa
 
     from cctrnet import paths
     from cctrnet.networks.branch import SegmentationBranch
-    from cctrnet.preprocessing.pipeline import plan_and_preprocess_dataset
+    from cctrnet.plan_and_preprocess import plan_and_preprocess_dataset
     from cctrnet.utilities.file_io import load_json, save_json
     from dataset_conversion.phantom import generate_phantom_dataset
 

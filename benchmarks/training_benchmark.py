@@ -80,7 +80,7 @@ def in_process_variant(variant: Variant) -> Variant:
 def prepare_dataset(work_dir: Path, num_cases: int, seed: int) -> dict[str, Any]:
     """Phantom dataset, planned and preprocessed for this CPU (reused when already there); returns plans.json."""
     from cctrnet import paths
-    from cctrnet.preprocessing.pipeline import plan_and_preprocess_dataset
+    from cctrnet.plan_and_preprocess import plan_and_preprocess_dataset
     from cctrnet.utilities.file_io import load_json
     from dataset_conversion.phantom import generate_phantom_dataset
 

@@ -75,7 +75,7 @@ def test_num_gpus_without_gpus_says_to_use_num_processes(capsys):
 def tiny_dataset(tmp_path_factory):
     from dataset_conversion.phantom import generate_phantom_dataset
     from dataset_conversion.phantom_config import PhantomConfig
-    from cctrnet.preprocessing.pipeline import plan_and_preprocess_dataset
+    from cctrnet.plan_and_preprocess import plan_and_preprocess_dataset
 
     root = tmp_path_factory.mktemp("ddp")
     env = {"cctr_raw": root / "raw", "cctr_preprocessed": root / "pre", "cctr_results": root / "res"}

@@ -129,7 +129,7 @@ def test_plan_and_preprocess_reports_a_failed_write_in_one_line(tmp_path, cctr_f
             "OSError(errno.ENOSPC, 'No space left on device'))\n"
             "    real(obj, path, indent)\n"
             "f.save_json = save_json\n"
-            "import cctrnet.preprocessing.pipeline as p; p.save_json = save_json\n"
+            "import cctrnet.plan_and_preprocess as p; p.save_json = save_json\n"
             "from cctrnet.cli.plan_and_preprocess import main\n"
             "sys.exit(main(['-d', '1', '--plan-only', '--no-progress', '--device', 'cpu']))\n"]
     result = subprocess.run(code, capture_output=True, text=True, env={**os.environ}, timeout=300)

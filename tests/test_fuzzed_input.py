@@ -24,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import cctrnet.preprocessing.pipeline as pipeline
-from cctrnet.preprocessing.pipeline import PipelineError
+import cctrnet.plan_and_preprocess as pipeline
+from cctrnet.plan_and_preprocess import PipelineError
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 

@@ -41,7 +41,7 @@ def trained(tmp_path_factory):
     """A tiny phantom, a 4-iteration CCT-R run with --val (which writes report.html) and a one-branch run."""
     from dataset_conversion.phantom import generate_phantom_dataset
     from dataset_conversion.phantom_config import PhantomConfig
-    from cctrnet.preprocessing.pipeline import plan_and_preprocess_dataset
+    from cctrnet.plan_and_preprocess import plan_and_preprocess_dataset
     from cctrnet.training.train_run import train
 
     root = tmp_path_factory.mktemp("report")

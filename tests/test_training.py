@@ -18,7 +18,7 @@ def tiny_dataset(tmp_path_factory):
     """A preprocessed and registered tiny phantom (6 training cases), shared by the tests of this module."""
     from dataset_conversion.phantom import generate_phantom_dataset
     from dataset_conversion.phantom_config import PhantomConfig
-    from cctrnet.preprocessing.pipeline import plan_and_preprocess_dataset
+    from cctrnet.plan_and_preprocess import plan_and_preprocess_dataset
 
     root = tmp_path_factory.mktemp("training")
     env = {"cctr_raw": root / "raw", "cctr_preprocessed": root / "pre", "cctr_results": root / "res"}

@@ -31,7 +31,7 @@ def _write_cases(folder: Path, images: str, labels: str | None, seeds: range, pr
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, single_torch_thread):
     """Dataset 1: 5 labeled + 2 unlabeled training cases and a test case; dataset 2: the same with an imagesVal."""
-    from cctrnet.preprocessing.pipeline import plan_and_preprocess_dataset
+    from cctrnet.plan_and_preprocess import plan_and_preprocess_dataset
 
     root = tmp_path_factory.mktemp("valsplit")
     env = {name: root / name for name in ("cctr_raw", "cctr_preprocessed", "cctr_results")}

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from cctrnet.preprocessing.pipeline import plan_and_preprocess_dataset, PipelineError
+    from cctrnet.plan_and_preprocess import plan_and_preprocess_dataset, PipelineError
     from cctrnet.planning.planner import PlannerSettings
     from cctrnet.registration.runner import PairsNotComputed
     from cctrnet.utilities.file_io import FileWriteError

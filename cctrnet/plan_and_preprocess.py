@@ -1,10 +1,12 @@
-"""The stages behind ``cctr_plan_and_preprocess``, in order, for one dataset.
+"""The conductor of ``cctr_plan_and_preprocess``: the stages below it, in order, for one dataset.
 
 1. integrity check and fingerprint (one read of every training case; nothing is written on a problem)
 2. plan for the chosen hardware -> ``plans.json``
 3. preprocessing of every training case -> ``<configuration>/``, and of every validation case of ``imagesVal``
    (with its ``labelsVal`` label) -> ``<configuration>_validation/``, which registration and training never list
-Outputs go to ``cctr_preprocessed/DatasetXXX_Name/`` next to a copy of the raw dataset.json.
+Outputs go to ``cctr_preprocessed/DatasetXXX_Name/`` next to a copy of the raw dataset.json. It lives above the
+stage folders (fingerprint, planning, preprocessing) because it imports all three; each stage imports only what
+lies below it.
 """
 from __future__ import annotations
 
