@@ -10,7 +10,7 @@ One step, per branch (METHOD.md §2): ``L = L_sup + w_cps(i) L_cps + w_c L_c + w
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -162,7 +162,8 @@ class CCTRTrainer(BaseTrainer):
             volumes = self.distributed.gather_batch(torch.cat([labeled["volume_index"], unlabeled["volume_index"]]), n_l)
             anchor_volumes, anchor_points = anchor_voxel_points(pixels.anchor_positions_byx, coords, volumes)
             registered, found = registered_positive_keys(anchor_volumes, anchor_points, self.banks[name],
-                                                         self.map_points, self.reps_settings, self.generator)
+                                                         self.map_points, self.reps_settings, self.generator,
+                                                         map_points_to_many=self.map_points_to_many)
             class_keys = class_positive_keys(anchors, pixels, self.contrastive_settings.detach_positive_keys)
             override = combine_positive_keys(class_keys, registered, found, self.reps_settings)
         if self.banks:
@@ -178,6 +179,15 @@ class CCTRTrainer(BaseTrainer):
             return self.registration.point_mapper.map_points(cases[source_volume], cases[target_volume], points_zyx)
         except MissingRegistrationError:
             return torch.full_like(points_zyx, float("nan"))
+
+    def map_points_to_many(self, source_volume: int, target_volumes: Sequence[int], points_zyx: torch.Tensor
+                           ) -> torch.Tensor:
+        """The points of one training volume mapped into each of ``target_volumes`` in one call, (T, N, 3) (the
+        affine maps as one batched product); NaN rows where no registration exists."""
+        cases = self.setup.all_cases
+        mapped, _ = self.registration.point_mapper.map_points_to_many(
+            cases[source_volume], [cases[t] for t in target_volumes], points_zyx)
+        return mapped
 
     @torch.no_grad()
     def on_step_end(self, batch: dict[str, Any]) -> None:
