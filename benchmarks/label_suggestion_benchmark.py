@@ -6,7 +6,9 @@ every seed of ``--training-seeds``: every choice sees the same training seeds, s
 confounded with the choice, and each choice's number is its mean over those seeds. Every run is evaluated on
 the test cases (``--val-set test``: imagesTs), which is right here because nothing is chosen on these numbers,
 they only report. The script is resumable: each finished run's test Dice is stored in ``OUTPUT/results.json``
-at once, and a rerun skips it (a run stopped part-way is continued from its checkpoint). It prints, per
+at once, and a rerun skips it (a run stopped part-way is continued from its checkpoint). A case drawn again (or
+the suggested case drawn) is the same training, so its finished run's result is recorded for it (``same_run_as``)
+instead of a rerun; the draws are still counted one by one, as sampling with replacement. It prints, per
 (trainer, N), the suggested cases' mean Dice over the training seeds, the random choices' mean, standard
 deviation and range (of their per-choice means), and how many random choices the suggestion beat.
 
@@ -30,6 +32,19 @@ import numpy as np
 #: seeds of the random draws (which cases) start here; the training seeds are separate (--training-seeds)
 DRAW_SEED_BASE = 1000
 DEFAULT_TRAINING_SEEDS = (0, 1, 2)
+
+
+def same_run(results: dict[str, Any], trainer: str, num_labeled: int, cases: list[str], seed: int,
+             iterations: int) -> str | None:
+    """The key of a finished run of ``trainer`` with exactly ``cases``, ``seed`` and ``iterations`` (another draw
+    of the same cases, or the suggestion), or None."""
+    for key, run in results.items():
+        parts = key.split("/")
+        if (len(parts) == 4 and parts[0] == trainer and parts[1] == str(num_labeled) and "same_run_as" not in run
+                and sorted(run["cases"]) == sorted(cases) and run["seed"] == seed
+                and run.get("iterations") == iterations):
+            return key
+    return None
 
 
 def _test_summary(model_folder: Path) -> Path:
@@ -126,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
                 for name, cases in choices:
                     key = f"{trainer}/{num_labeled}/{name}/seed{seed}"
                     if key in results:
+                        continue
+                    same = same_run(results, trainer, num_labeled, cases, seed, args.iterations)
+                    if same is not None:  # a case drawn again: the same training, so its result, not a rerun
+                        results[key] = {**results[same], "same_run_as": same}
+                        save_json(results, results_path)
+                        print(f"{key}: {cases} -> the same run as {same}", flush=True)
                         continue
                     dice = _run(args.dataset, trainer, cases, seed, args.iterations, overrides,
                                 args.output / "models" / name)

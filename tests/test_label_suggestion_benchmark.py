@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.label_suggestion_benchmark import summarise  # noqa: E402
+from benchmarks.label_suggestion_benchmark import same_run, summarise  # noqa: E402
 
 
 def _entry(seed: int, dice: float) -> dict:
@@ -58,3 +58,15 @@ def test_atlas_properties_compare_cases_on_shared_seeds_and_correlate():
     table = correlations(rows)
     assert table["rising"]["spearman"] == pytest.approx(1.0) and table["falling"]["spearman"] == pytest.approx(-1.0)
     assert table["rising"]["cases"] == 5 and "constant" not in table  # no spread, no correlation
+
+
+def test_a_case_drawn_again_reuses_the_finished_run_of_the_same_training():
+    results = {"LS/1/random0/seed0": _entry(0, 70.0), "LS/1/random0/seed1": _entry(1, 60.0),
+               "LS/1/random3/seed0": {**_entry(0, 70.0), "same_run_as": "LS/1/random0/seed0"},
+               "LS/1/suggested": _entry(0, 10.0)}  # the old one-seed layout: never reused
+    assert same_run(results, "LS", 1, ["c"], 0, 10) == "LS/1/random0/seed0"
+    assert same_run(results, "LS", 1, ["c"], 2, 10) is None  # another seed
+    assert same_run(results, "LS", 1, ["c"], 0, 300) is None  # another budget
+    assert same_run(results, "LS", 1, ["d"], 0, 10) is None  # another case
+    assert same_run(results, "CCTR", 1, ["c"], 0, 10) is None  # another trainer
+    assert same_run(results, "LS", 2, ["c"], 0, 10) is None  # another N
