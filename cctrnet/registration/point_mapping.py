@@ -44,9 +44,12 @@ class _FieldMap:
     def __call__(self, points_zyx: torch.Tensor) -> torch.Tensor:
         key = (points_zyx.device, points_zyx.dtype)
         if key not in self._cache:  # converted once per device and dtype, not per call
-            self._cache[key] = (self.table.to(*key), self.to_grid.to(*key))
+            # channels last: the three coordinates of a table node lie side by side for the trilinear gather
+            # (the same values, 10-20 % faster on the CPU: documentation/benchmarks.md, point mapping)
+            table = self.table.to(*key).contiguous(memory_format=torch.channels_last_3d)
+            self._cache[key] = (table, self.to_grid.to(*key))
         table, to_grid = self._cache[key]
-        grid = torch.addmm(to_grid[:, 3], points_zyx, to_grid[:, :3].T).reshape(1, -1, 1, 1, 3)
+        grid = torch.addmm(to_grid[:, 3], points_zyx, to_grid[:, :3].T).reshape(1, 1, 1, -1, 3)
         sampled = F.grid_sample(table, grid, mode="bilinear", padding_mode="border", align_corners=True)
         return sampled.reshape(3, -1).T
 
