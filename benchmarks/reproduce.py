@@ -40,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=["phantom", "brain"])
     parser.add_argument("--methods", nargs="+", default=None, metavar="M",
                         help=f"core-table methods ({' '.join(k for k in METHOD_ALIASES if k != 'CCT-R')}); default all")
+    parser.add_argument("--rows", nargs="+", default=None, metavar="LABEL",
+                        help="only these rows of the non-core tables, by label (e.g. \"w_rs 0.3\"); default all")
     parser.add_argument("--labeled", nargs="+", type=int, default=[1, 2], metavar="N")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], metavar="S")
     parser.add_argument("--tables", nargs="+", choices=TABLES, default=["core"])
@@ -80,7 +82,8 @@ def default_workers() -> int:
 
 def selection_of(args: argparse.Namespace) -> Selection:
     return Selection(datasets=list(args.datasets), methods=args.methods, labeled=list(args.labeled),
-                     seeds=list(args.seeds), tables=list(args.tables), budgets=list(args.budgets))
+                     seeds=list(args.seeds), tables=list(args.tables), budgets=list(args.budgets),
+                     rows=None if args.rows is None else list(args.rows))
 
 
 def job_record(job: Job) -> dict:

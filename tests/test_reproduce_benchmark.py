@@ -363,3 +363,13 @@ def _runner_script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_rows_select_rows_of_the_non_core_tables_by_label():
+    selection = Selection(datasets=["acdc2"], labeled=[1], seeds=[1, 2], methods=["CTS", "CCTR"],
+                          tables=["core", "robustness"], rows=["w_rs 0.3"])
+    jobs = build_jobs(selection, 2000)
+    assert sorted({j.method.label for j in jobs}) == ["CCT-R", "CTS", "w_rs 0.3"]  # core rows are --methods'
+    assert sorted({j.seed for j in jobs}) == [1, 2] and len(jobs) == 6
+    with pytest.raises(ValueError, match="unknown row"):
+        build_jobs(Selection(datasets=["acdc2"], labeled=[1], seeds=[0], tables=["robustness"], rows=["w_rs 3"]), 10)

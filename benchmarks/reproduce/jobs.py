@@ -231,6 +231,8 @@ class Selection:
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     tables: list[str] = field(default_factory=lambda: ["core"])
     budgets: list[int] = field(default_factory=lambda: list(DEFAULT_BUDGETS))  # iterations of the budget table
+    #: labels of the rows to run from the non-core tables (e.g. "w_rs 0.3"); None: every row
+    rows: list[str] | None = None
 
 
 def table_methods(table: str, selection: Selection) -> list[Method]:
@@ -263,11 +265,20 @@ def table_datasets(table: str, selection: Selection) -> list[str]:
 
 def build_jobs(selection: Selection, iterations: int) -> list[Job]:
     """Every job the selected tables need, each once, in the order they run (cheap and core first)."""
+    if selection.rows is not None:
+        known = {m.label for t in selection.tables if t != "core" for m in table_methods(t, selection)}
+        unknown = [r for r in selection.rows if r not in known]
+        if unknown:
+            raise ValueError(f"unknown row(s) {', '.join(map(repr, unknown))} of the tables "
+                             f"{', '.join(t for t in selection.tables if t != 'core') or '(none besides core)'}; "
+                             f"choose from {', '.join(map(repr, sorted(known)))}")
     jobs: dict[str, Job] = {}
     for table in selection.tables:
         for dataset in table_datasets(table, selection):
             for seed in selection.seeds:
                 for method in table_methods(table, selection):
+                    if table != "core" and selection.rows is not None and method.label not in selection.rows:
+                        continue
                     for labeled in ([None] if method.all_labels else selection.labeled):
                         for budget in table_iterations(table, selection, iterations):
                             job = Job(dataset, method, labeled, seed, budget)
