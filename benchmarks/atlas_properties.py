@@ -70,17 +70,14 @@ def case_properties(data_folder: Path, case: str) -> dict[str, Any]:
     return out
 
 
-def transfer_dice(data_folder: Path, store, case: str, others: list[str]) -> float:
-    """Mean Dice of ``case``'s label registered onto each of ``others`` (failed pair: 0)."""
+def transfer_dice(data_folder: Path, store, case: str, truths: dict[str, np.ndarray]) -> float:
+    """Mean Dice of ``case``'s label registered onto each other case of ``truths`` (their labels; failed pair: 0)."""
     from cctrnet.registration import brs
     from cctrnet.registration.report import label_dice
-    from cctrnet.registration.volumes import load_label
 
-    scores = []
-    for other in others:
-        truth, _ = load_label(data_folder, other)
-        scores.append(label_dice(brs.registered_label(data_folder, store, other, case), truth)
-                      if store.successful(case, other) else 0.0)
+    scores = [label_dice(brs.registered_label(data_folder, store, other, case), truth)
+              if store.successful(case, other) else 0.0
+              for other, truth in truths.items() if other != case]
     return float(np.mean(scores))
 
 
@@ -132,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.machine_info import machine_info
     from cctrnet.preprocessing.case_storage import list_preprocessed_cases
     from cctrnet.registration.pair_store import PairStore, registration_folder
+    from cctrnet.registration.volumes import load_label
     from cctrnet.utilities.file_io import load_json, save_json
 
     data_folder = args.preprocessed / args.configuration
@@ -142,10 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     trained, seeds = mean_test_dice(results, args.trainer)
     store = PairStore(registration_folder(args.preprocessed, args.configuration, args.method))
     central = centralities(store, cases, args.method)
+    truths = {case: load_label(data_folder, case)[0] for case in cases}  # read once, used by every atlas
     rows: dict[str, dict[str, Any]] = {}
     for case in cases:
         rows[case] = {**case_properties(data_folder, case), **central[case],
-                      "transfer_dice": transfer_dice(data_folder, store, case, [c for c in cases if c != case]),
+                      "transfer_dice": transfer_dice(data_folder, store, case, truths),
                       "test_dice": trained.get(case)}
     table = correlations(rows)
     columns = sorted({k for row in rows.values() for k in row if k != "test_dice"})
