@@ -60,10 +60,10 @@ def measure(folder: Path, sigma_mm: float, floor: float, configuration: str, met
     data_folder = folder / configuration
     store = PairStore(registration_folder(folder, configuration, method))
     report = load_json(store.folder.parent / "registration_report.json")
-    affine = report["methods"][method]
+    entry = report["methods"][method]
     labeled = report["labeled_cases"]
     selected: dict[int, list[float]] = {}
-    for case, entry in affine["registered_label_dice"].items():
+    for case, entry in entry["registered_label_dice"].items():
         truth, _ = load_label(data_folder, case)
         for value, score in class_dice(brs.registered_label(data_folder, store, case, entry["labeled"]), truth,
                                        [int(c) for c in np.unique(truth) if c > 0]).items():
@@ -71,15 +71,15 @@ def measure(folder: Path, sigma_mm: float, floor: float, configuration: str, met
     patients = dataset_patients(folder)
     between = leave_one_out_dice(data_folder, store, labeled, patients)
     return {
-        "method": method, "sigma_mm": sigma_mm, "floor": floor, "num_pairs": affine["num_pairs"], "num_failed": affine["num_failed"],
-        "failures": affine["failures"], "affine_start_kept": affine["quality"].get("affine_start_kept", 0),
-        "seconds_per_pair_median": affine["seconds_per_pair_median"],
-        "selected_dice_mean": affine["registered_label_dice_mean"],
+        "method": method, "sigma_mm": sigma_mm, "floor": floor, "num_pairs": entry["num_pairs"], "num_failed": entry["num_failed"],
+        "failures": entry["failures"], "affine_start_kept": entry["quality"].get("affine_start_kept", 0),
+        "seconds_per_pair_median": entry["seconds_per_pair_median"],
+        "selected_dice_mean": entry["registered_label_dice_mean"],
         "selected_dice_per_class": {str(c): float(np.mean(v)) for c, v in sorted(selected.items())},
         "between_patients_dice_mean": between["mean"], "between_patients_dice_per_class": between["per_class"],
         "between_patients_pairs": between["pairs"],
         "between_patients_dice_mean_successful": between["mean_successful"],
-        "quality": affine["quality"],
+        "quality": entry["quality"],
     }
 
 

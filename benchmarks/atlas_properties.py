@@ -50,11 +50,11 @@ def mean_test_dice(results: dict[str, dict[str, Any]], trainer: str) -> tuple[di
     return {case: float(np.mean([seeds[s] for s in shared])) for case, seeds in per_case.items() if shared}, shared
 
 
-def case_properties(data_folder: Path, case: str) -> dict[str, Any]:
-    from cctrnet.registration.volumes import load_label, load_volume
+def case_properties(data_folder: Path, case: str, label: np.ndarray | None) -> dict[str, Any]:
+    """Properties of one case from its image and ``label`` (None: the label-free ones only)."""
+    from cctrnet.registration.volumes import load_volume
 
     image, geometry = load_volume(data_folder, case, 0)
-    label, _ = load_label(data_folder, case)
     spacing_xyz = geometry.spacing_xyz
     out: dict[str, Any] = {"slices": int(image.shape[0]), "slice_spacing_mm": float(spacing_xyz[2]),
                            "in_plane_pixels": int(image.shape[1] * image.shape[2])}
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     truths = {case: load_label(data_folder, case)[0] for case in cases}  # read once, used by every atlas
     rows: dict[str, dict[str, Any]] = {}
     for case in cases:
-        rows[case] = {**case_properties(data_folder, case), **central[case],
+        rows[case] = {**case_properties(data_folder, case, truths[case]), **central[case],
                       "transfer_dice": transfer_dice(data_folder, store, case, truths),
                       "test_dice": trained.get(case)}
     table = correlations(rows)

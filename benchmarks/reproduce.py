@@ -92,8 +92,9 @@ def job_record(job: Job) -> dict:
             "settings": list(job.run_settings), "labeled": job.labeled, "seed": job.seed, "iterations": job.iterations}
 
 
-def dry_run_state(work: WorkFolder, job: Job, listed: set[str]) -> str:
-    """``done``, ``shared`` (its twin finished with the method it forces), ``after twin`` or ``to run``."""
+def job_state(work: WorkFolder, job: Job, listed: set[str]) -> str:
+    """``done``, ``shared`` (its registration twin finished with the method it forces), ``after twin`` (the twin is
+    in ``listed`` and has not run) or ``to run``; the dry run prints it and run_jobs() schedules by it."""
     from benchmarks.reproduce import runner
 
     if work.finished(job.job_id):
@@ -114,7 +115,7 @@ def print_dry_run(jobs: list[Job], work: WorkFolder, args: argparse.Namespace, i
     print(f"{'job':62s} {'state':9s} {'estimate':>9s}")
     listed = {job.job_id for job in jobs}
     for job in jobs:
-        state = dry_run_state(work, job, listed)
+        state = job_state(work, job, listed)
         seconds = 0.0 if state in ("done", "shared") else job.estimated_seconds(args.cpu_step_seconds, measured)
         total += seconds
         pending += state not in ("done", "shared")
@@ -184,12 +185,12 @@ def run_jobs(jobs: list[Job], work: WorkFolder, args: argparse.Namespace,
     todo, waiting = [], []
     listed = {job.job_id for job in jobs}
     for index, job in enumerate(jobs, 1):
-        twin = registration_twin(job)
-        if work.finished(job.job_id):
+        state = job_state(work, job, listed)
+        if state == "done":
             runner.log(f"[{index}/{len(jobs)}] {job.job_id}: done, skipped")
         elif prepared[job.dataset] is None:
             continue
-        elif twin is not None and (twin[0].job_id in listed or work.finished(twin[0].job_id)):
+        elif state in ("shared", "after twin"):
             waiting.append((f"[{index}/{len(jobs)}] {job.job_id}", job))  # may be the twin's run: decided after it
         else:
             todo.append((f"[{index}/{len(jobs)}] {job.job_id}", job))

@@ -309,8 +309,8 @@ def test_a_row_forcing_the_method_auto_chose_is_recorded_as_the_auto_run(tmp_pat
     assert registration_twin(auto) is None and registration_twin(by_slug["regonly-reg_method_affine_deformable"]) is None
     work = WorkFolder(tmp_path)
     listed = {j.job_id for j in jobs}
-    assert reproduce.dry_run_state(work, deformable, listed) == "after twin"
-    assert reproduce.dry_run_state(work, deformable, listed - {auto.job_id}) == "to run"  # no twin to wait for
+    assert reproduce.job_state(work, deformable, listed) == "after twin"
+    assert reproduce.job_state(work, deformable, listed - {auto.job_id}) == "to run"  # no twin to wait for
     assert not reproduce.record_shared_run(work, deformable, "x")  # the twin has not run
     log = work.run_folder(auto.job_id) / "logs" / "00_train.log"
     log.parent.mkdir(parents=True)
@@ -320,10 +320,10 @@ def test_a_row_forcing_the_method_auto_chose_is_recorded_as_the_auto_run(tmp_pat
     save_json({"status": "ok", "metrics": {"mean_dice": 70.0}, "job": {"id": auto.job_id}}, work.result_path(auto.job_id))
     assert not reproduce.record_shared_run(work, affine, "x")  # auto chose another method: affine must train
     assert not work.finished(affine.job_id)
-    assert reproduce.dry_run_state(work, deformable, listed) == "shared"
-    assert reproduce.dry_run_state(work, affine, listed) == "to run"
+    assert reproduce.job_state(work, deformable, listed) == "shared"
+    assert reproduce.job_state(work, affine, listed) == "to run"
     assert reproduce.record_shared_run(work, deformable, "x")
-    assert reproduce.dry_run_state(work, deformable, listed) == "done"
+    assert reproduce.job_state(work, deformable, listed) == "done"
     shared = work.load_result(deformable.job_id)
     assert shared["same_run_as"] == auto.job_id and shared["metrics"]["mean_dice"] == 70.0
     assert shared["job"]["id"] == deformable.job_id

@@ -161,24 +161,14 @@ class CCTRTrainer(BaseTrainer):
             coords = self.distributed.gather_batch(torch.cat([labeled["coords_zyx"], unlabeled["coords_zyx"]]), n_l)
             volumes = self.distributed.gather_batch(torch.cat([labeled["volume_index"], unlabeled["volume_index"]]), n_l)
             anchor_volumes, anchor_points = anchor_voxel_points(pixels.anchor_positions_byx, coords, volumes)
-            registered, found = registered_positive_keys(anchor_volumes, anchor_points, self.banks[name],
-                                                         self.map_points, self.reps_settings, self.generator,
+            registered, found = registered_positive_keys(anchor_volumes, anchor_points, self.banks[name], None,
+                                                         self.reps_settings, self.generator,
                                                          map_points_to_many=self.map_points_to_many)
             class_keys = class_positive_keys(anchors, pixels, self.contrastive_settings.detach_positive_keys)
             override = combine_positive_keys(class_keys, registered, found, self.reps_settings)
         if self.banks:
             self._decoder_features[name] = features.detach()
         return supervised_contrastive_loss(anchors, negatives, pixels, self.contrastive_settings, override, found)
-
-    def map_points(self, source_volume: int, target_volume: int, points_zyx: torch.Tensor) -> torch.Tensor:
-        """Voxel points of one training volume mapped into another; NaN where no registration exists."""
-        from cctrnet.registration.point_mapping import MissingRegistrationError
-
-        cases = self.setup.all_cases
-        try:
-            return self.registration.point_mapper.map_points(cases[source_volume], cases[target_volume], points_zyx)
-        except MissingRegistrationError:
-            return torch.full_like(points_zyx, float("nan"))
 
     def map_points_to_many(self, source_volume: int, target_volumes: Sequence[int], points_zyx: torch.Tensor
                            ) -> torch.Tensor:
