@@ -13,6 +13,7 @@ instead of a rerun; the draws are still counted one by one, as sampling with rep
 deviation and range (of their per-choice means), and how many random choices the suggestion beat.
 
     python benchmarks/label_suggestion_benchmark.py -d 1 --iterations 2000 --draws 5 -o bench_suggest
+    python benchmarks/label_suggestion_benchmark.py -d 1 --iterations 300 --draws 20 --choices random14  # one draw
     python benchmarks/label_suggestion_benchmark.py -d 9 --iterations 2 --draws 1 --training-seeds 0 \
         --trainers LabeledOnlyTrainer --labeled 1 -o /tmp/smoke   # smoke run
 
@@ -45,6 +46,19 @@ def same_run(results: dict[str, Any], trainer: str, num_labeled: int, cases: lis
                 and run.get("iterations") == iterations):
             return key
     return None
+
+
+def select_choices(suggested: list[str], draws: list[list[str]], only: list[str] | None
+                   ) -> list[tuple[str, list[str]]]:
+    """The (name, cases) choices to train: the suggestion and every draw, or only those named in ``only``."""
+    choices = [("suggested", suggested)] + [(f"random{k}", d) for k, d in enumerate(draws)]
+    if only is None:
+        return choices
+    unknown = sorted(set(only) - {name for name, _ in choices})
+    if unknown:
+        raise ValueError(f"--choices {' '.join(unknown)}: no such choice (suggested, random0 ... "
+                         f"random{len(draws) - 1})")
+    return [(name, cases) for name, cases in choices if name in only]
 
 
 def _test_summary(model_folder: Path) -> Path:
@@ -107,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trainers", nargs="+", default=["LabeledOnlyTrainer", "CCTRTrainer"])
     parser.add_argument("--labeled", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--draws", type=int, default=5, help="random choices per (trainer, N) (default 5)")
+    parser.add_argument("--choices", nargs="+", metavar="NAME",
+                        help="train only these choices (suggested, random0, random1, ...), e.g. the draws a "
+                             "prediction was written for; default all")
     parser.add_argument("--training-seeds", nargs="+", type=int, default=list(DEFAULT_TRAINING_SEEDS),
                         help="every choice is trained with each of these seeds (default 0 1 2)")
     parser.add_argument("--iterations", type=int, required=True, help="iterations per run (the benchmark budget)")
@@ -136,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         draws = [sorted(np.random.default_rng(DRAW_SEED_BASE + k).choice(with_labels, num_labeled, replace=False).tolist())
                  for k in range(args.draws)]
         for trainer in args.trainers:
-            choices = [("suggested", suggested)] + [(f"random{k}", d) for k, d in enumerate(draws)]
+            try:
+                choices = select_choices(suggested, draws, args.choices)
+            except ValueError as error:
+                print(error, file=sys.stderr)
+                return 2
             for seed in args.training_seeds:  # seed-major: a stopped run leaves every choice with equal seeds
                 for name, cases in choices:
                     key = f"{trainer}/{num_labeled}/{name}/seed{seed}"

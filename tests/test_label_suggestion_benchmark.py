@@ -70,3 +70,14 @@ def test_a_case_drawn_again_reuses_the_finished_run_of_the_same_training():
     assert same_run(results, "LS", 1, ["d"], 0, 10) is None  # another case
     assert same_run(results, "CCTR", 1, ["c"], 0, 10) is None  # another trainer
     assert same_run(results, "LS", 2, ["c"], 0, 10) is None  # another N
+
+
+def test_choices_select_named_draws_and_refuse_unknown_names():
+    from benchmarks.label_suggestion_benchmark import select_choices
+
+    draws = [["b"], ["c"], ["b"]]
+    assert select_choices(["a"], draws, None) == [("suggested", ["a"]), ("random0", ["b"]), ("random1", ["c"]),
+                                                   ("random2", ["b"])]
+    assert select_choices(["a"], draws, ["random2", "suggested"]) == [("suggested", ["a"]), ("random2", ["b"])]
+    with pytest.raises(ValueError, match="random3: no such choice"):
+        select_choices(["a"], draws, ["random3"])
