@@ -195,6 +195,10 @@ def test_calibration_from_finished_jobs_replaces_built_in_estimates():
                "d": _timed_result(Job("phantom", ablation, 1, 0, 300), 3.0, 50.0)}
     measured = calibration(results)
     assert measured["phantom/CTSTrainer"] == pytest.approx((1.5, 70.0))
+    # a resumed job is timed by the trainer's own logged step time, not by its partial training command
+    results["c"]["logged_step_seconds"] = 2.5
+    assert calibration(results)["phantom/CTSTrainer"] == pytest.approx((2.0, 80.0))
+    del results["c"]
     assert measured["phantom/CCTRTrainer-brs_false-reps_false-scl_false"] == pytest.approx((3.0, 50.0))
     assert Job("phantom", cts, 1, 5, 100).estimated_seconds(0.6, measured) == pytest.approx(70.0 + 150.0)
     # an untimed variant: its built-in cost at the speed the dataset's timed trainers ran (median ratio)
@@ -373,3 +377,18 @@ def test_rows_select_rows_of_the_non_core_tables_by_label():
     assert sorted({j.seed for j in jobs}) == [1, 2] and len(jobs) == 6
     with pytest.raises(ValueError, match="unknown row"):
         build_jobs(Selection(datasets=["acdc2"], labeled=[1], seeds=[0], tables=["robustness"], rows=["w_rs 3"]), 10)
+
+
+def test_curves_and_step_time_are_read_from_the_trainers_progress_log(tmp_path):
+    import torch
+
+    from benchmarks.reproduce.runner import logged_step_seconds, pseudo_label_curves
+
+    log = {"dice_pseudo_A": [(10, 0.5), (20, 0.625)], "seconds_per_iteration": [(10, 1.0), (20, 3.0), (30, 2.0)],
+           "loss_total": [(10, 0.9)]}
+    checkpoint = tmp_path / "checkpoint_final.pth"
+    torch.save({"log": log}, checkpoint)
+    assert pseudo_label_curves(checkpoint) == {"dice_pseudo_A": [[10, 0.5], [20, 0.625]]}
+    assert logged_step_seconds(checkpoint) == 2.0
+    torch.save({"log": {}}, checkpoint)
+    assert logged_step_seconds(checkpoint) is None

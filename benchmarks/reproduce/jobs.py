@@ -185,14 +185,16 @@ def measured_speed(dataset: str, measured: dict[str, tuple[float, float]]) -> tu
 
 def calibration(results: dict[str, dict]) -> dict[str, tuple[float, float]]:
     """``dataset/method slug`` -> (median seconds per training iteration, median seconds outside training)
-    over finished, not resumed jobs of at least 50 iterations; registration-only: seconds per labeled case.
+    over finished jobs of at least 50 iterations; registration-only: seconds per labeled case.
 
     Per iteration is the training command's wall time over its iterations (start-up included), the way
-    estimated_seconds() adds it up."""
+    estimated_seconds() adds it up. A resumed job's training command ran only part of the iterations, so its
+    per-iteration time is the trainer's own logged median step time instead (``logged_step_seconds``; a job
+    without it is no timing)."""
     samples: dict[str, list[tuple[float, float]]] = {}
     for result in results.values():
         job = result.get("job", {})
-        if result.get("status") != "ok" or result.get("resumed") or "steps" not in result:
+        if result.get("status") != "ok" or "steps" not in result:
             continue
         steps = result["steps"]
         training = sum(s["wall_seconds"] for s in steps if s["name"] in ("train", "nnunet_train"))
@@ -201,10 +203,14 @@ def calibration(results: dict[str, dict]) -> dict[str, tuple[float, float]]:
             samples.setdefault(f"{job['dataset']}/regonly", []).append((0.0, outside / (job.get("labeled") or 1)))
             continue
         iterations = job.get("iterations") or 0
-        if iterations < 50 or not training:
+        if result.get("resumed"):
+            per_iteration = result.get("logged_step_seconds") if iterations >= 50 else None
+        else:
+            per_iteration = training / iterations if iterations >= 50 and training else None
+        if not per_iteration:
             continue
         slug = run_slug(job["kind"], job.get("trainer"), job.get("settings", []))
-        samples.setdefault(f"{job['dataset']}/{slug}", []).append((training / iterations, outside))
+        samples.setdefault(f"{job['dataset']}/{slug}", []).append((per_iteration, outside))
     return {key: (_median([a for a, _ in values]), _median([b for _, b in values])) for key, values in samples.items()}
 
 

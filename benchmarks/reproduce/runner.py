@@ -6,6 +6,7 @@ import re
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -221,13 +222,22 @@ def train_command(job: Job, prepared: dict, resume: bool, device: str = "cpu") -
     return command + (["--c"] if resume else [])
 
 
-def pseudo_label_curves(checkpoint: Path) -> dict[str, list[list[float]]]:
-    """The trainer's history of pseudo-label Dice (keys dice_*) from a checkpoint's progress log."""
+def _progress_history(checkpoint: Path) -> dict[str, list]:
     import torch
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    history = state.get("log", {})
+    return torch.load(checkpoint, map_location="cpu", weights_only=True).get("log", {})
+
+
+def pseudo_label_curves(checkpoint: Path) -> dict[str, list[list[float]]]:
+    """The trainer's history of pseudo-label Dice (keys dice_*) from a checkpoint's progress log."""
+    history = _progress_history(checkpoint)
     return {k: [[int(i), float(v)] for i, v in points] for k, points in history.items() if k.startswith("dice")}
+
+
+def logged_step_seconds(checkpoint: Path) -> float | None:
+    """Median of the trainer's own logged seconds per iteration (its progress log; whole runs and resumed ones)."""
+    values = [float(v) for _, v in _progress_history(checkpoint).get("seconds_per_iteration", [])]
+    return round(statistics.median(values), 4) if values else None
 
 
 AUTO_REGISTRATION_CHOICE = re.compile(r"registration auto: (\w+)")
@@ -287,7 +297,8 @@ def run_training_job(work: WorkFolder, job: Job, prepared: dict, disable_tta: bo
                                                                "evaluate_without_postprocessing")
                                                       if unprocessed.is_dir() else None),
                    "pseudo_label_curves": pseudo_label_curves(model / "checkpoint_final.pth"),
-                   "train_seconds_per_iteration": _seconds_per_iteration(recorder.steps, job.iterations)})
+                   "train_seconds_per_iteration": _seconds_per_iteration(recorder.steps, job.iterations),
+                   "logged_step_seconds": logged_step_seconds(model / "checkpoint_final.pth")})
     return result
 
 
