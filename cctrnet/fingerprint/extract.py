@@ -16,7 +16,7 @@ from cctrnet.dataset import integrity
 from cctrnet.dataset.dataset_json import is_ct_channel
 from cctrnet.dataset.image_io import ImageReadError, read_image
 from cctrnet.dataset.raw_dataset import RawCase, list_cases
-from cctrnet.preprocessing.cropping import crop_to_bbox, nonzero_bbox_zyx
+from cctrnet.dataset.cropping import crop_to_bbox, nonzero_bbox_zyx
 from cctrnet.utilities.parallel import map_with_progress
 
 FOREGROUND_SAMPLES_PER_CASE = 10_000

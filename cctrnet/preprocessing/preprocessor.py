@@ -17,7 +17,7 @@ from cctrnet.dataset.geometry import Geometry
 from cctrnet.dataset.image_io import read_case_images, read_image
 from cctrnet.dataset.raw_dataset import RawCase
 from cctrnet.preprocessing.case_storage import is_case_complete, load_properties, save_preprocessed_case
-from cctrnet.preprocessing.cropping import crop_to_bbox, nonzero_bbox_zyx
+from cctrnet.dataset.cropping import crop_to_bbox, nonzero_bbox_zyx
 from cctrnet.preprocessing.normalization import normalize
 from cctrnet.preprocessing.resampling import resample_image, resample_label
 from cctrnet.utilities.parallel import map_with_progress

@@ -1,4 +1,5 @@
-"""Cropping a case to the bounding box of its non-zero voxels (union over channels)."""
+"""Cropping a case to the bounding box of its non-zero voxels (union over channels): the fingerprint measures the
+cropped shapes and preprocessing crops, so the helpers live with the raw data both read."""
 from __future__ import annotations
 
 import numpy as np
