@@ -60,14 +60,16 @@ def test_the_rank_command_line_leaves_out_the_process_flags():
     assert arguments_without_process_flags(line) == ["7", "--labeled", "2", "--set", "a=1"]
 
 
-def test_num_gpus_without_gpus_says_to_use_num_processes(capsys):
-    from cctrnet.training.distributed_launch import start_or_join_processes
+def test_num_gpus_without_gpus_says_to_use_num_processes():
+    from cctrnet.training.distributed_launch import LaunchError, start_or_join_processes
 
     if torch.cuda.device_count() >= 2:
         pytest.skip("this machine has the GPUs")
     args = argparse.Namespace(num_gpus=2, num_processes=None, device="auto", threads=None)
-    assert start_or_join_processes(args, []) == 1
-    assert "for CPU processes use --num-processes 2" in capsys.readouterr().err
+    with pytest.raises(LaunchError, match="for CPU processes use --num-processes 2"):
+        start_or_join_processes(args, [])
+    with pytest.raises(LaunchError, match="--num-processes needs a positive number, got 0"):
+        start_or_join_processes(argparse.Namespace(num_gpus=None, num_processes=0, device="cpu", threads=None), [])
 
 
 # --- 2 gloo processes ----------------------------------------------------------------------------

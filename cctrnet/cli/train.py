@@ -94,9 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         apply_cpu_threads(args.threads)
     except ValueError as error:
         return fail(str(error))
-    from cctrnet.training.distributed_launch import start_or_join_processes
+    from cctrnet.training.distributed_launch import LaunchError, start_or_join_processes
 
-    launched = start_or_join_processes(args, sys.argv[1:] if argv is None else argv)
+    try:
+        launched = start_or_join_processes(args, sys.argv[1:] if argv is None else argv)
+    except LaunchError as error:
+        return fail(str(error))
     if launched is not None:  # --num-processes N: this process started N ranks and watched them
         return launched
     from cctrnet.utilities.file_io import FileWriteError

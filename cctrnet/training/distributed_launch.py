@@ -245,33 +245,37 @@ def arguments_without_process_flags(arguments: Sequence[str]) -> list[str]:
     return out
 
 
+class LaunchError(ValueError):
+    """A process count or launch environment that cannot start or join a run (the message says which flag)."""
+
+
 def start_or_join_processes(args: argparse.Namespace, arguments: Sequence[str]) -> int | None:
     """``--num-processes N > 1``: start the ranks, watch them, return the exit status. A rank (WORLD_SIZE > 1 in
-    the environment): join the process group and return None, as does a single-process run."""
+    the environment): join the process group and return None, as does a single-process run. Raises LaunchError
+    for a count or environment that cannot work."""
     import torch
 
-    from cctrnet.cli.common import fail
     from cctrnet.utilities.device import resolve_device
 
     wants_gpus = args.num_gpus is not None
     n = args.num_gpus if wants_gpus else args.num_processes
     flag = "--num-gpus" if wants_gpus else "--num-processes"
     if n is not None and n < 1:
-        return fail(f"{flag} needs a positive number, got {n}")
+        raise LaunchError(f"{flag} needs a positive number, got {n}")
     if wants_gpus:
         found = torch.cuda.device_count()
         if args.device == "cpu" or found < n:
-            return fail(f"--num-gpus {n} needs {n} CUDA devices, torch sees {found}"
+            raise LaunchError(f"--num-gpus {n} needs {n} CUDA devices, torch sees {found}"
                         f"{' (and --device cpu was given)' if args.device == 'cpu' else ''}; for CPU processes "
                         f"use --num-processes {n}")
     if launched_by_environment():
         if n is not None and n > 1:
-            return fail(f"{flag} {n} inside a launched run (WORLD_SIZE={os.environ['WORLD_SIZE']} is set, e.g. by "
+            raise LaunchError(f"{flag} {n} inside a launched run (WORLD_SIZE={os.environ['WORLD_SIZE']} is set, e.g. by "
                         f"torchrun): give either, not both")
         try:
             dist = initialize_from_environment(resolve_device(args.device))
         except (ValueError, RuntimeError) as error:
-            return fail(f"cannot join the data-parallel run: {error}")
+            raise LaunchError(f"cannot join the data-parallel run: {error}") from error
         quiet_other_ranks(dist)
         import atexit
 
