@@ -165,6 +165,47 @@ def test_metrics_from_summary():
                "mean": {"dice_percent": 80.0, "hd95_mm": 5.0}}
     metrics = metrics_from_summary(json.loads(json.dumps(summary)))
     assert metrics["dice"] == {"RV": 70.0, "LV": 90.0} and metrics["mean_dice"] == 80.0
+    assert metrics["per_case_dice"] == {} and metrics["num_cases"] == 0
+    summary["per_case"] = [{"case": "p1_ED", "classes": {"RV": {"dice_percent": 60.0}, "LV": {"dice_percent": 80.0}}},
+                           {"case": "p1_ES", "classes": {"RV": {"dice_percent": None}, "LV": {"dice_percent": 100.0}}}]
+    metrics = metrics_from_summary(summary)
+    assert metrics["num_cases"] == 2
+    assert metrics["per_case_dice"] == {"p1_ED": {"RV": 60.0, "LV": 80.0}, "p1_ES": {"RV": None, "LV": 100.0}}
+
+
+def test_group_table_averages_cases_then_seeds_and_skips_runs_without_per_case_dice(tmp_path):
+    from benchmarks.reproduce.report import patient_groups
+    from benchmarks.reproduce.store import WorkFolder
+    from benchmarks.reproduce.tables import group_blocks, render_group_markdown
+
+    def run(per_case):
+        return {"status": "ok", "metrics": {"per_case_dice": per_case}}
+
+    groups = {"acdc2": {"a_ED": "HCM", "a_ES": "HCM", "b_ED": "NOR"}}
+    results = {"s0": run({"a_ED": {"RV": 40.0, "LV": 60.0}, "a_ES": {"RV": 70.0, "LV": None}, "b_ED": {"RV": 90.0}}),
+               "s1": run({"a_ED": {"RV": 60.0, "LV": 80.0}, "a_ES": {"RV": 90.0, "LV": 90.0}, "b_ED": {"RV": 80.0}}),
+               "s2": {"status": "ok", "metrics": {"mean_dice": 1.0}}}  # recorded before per-case Dice was kept
+    blocks = [{"dataset": "acdc2", "labeled": 1, "rows": [{"method": "LS", "job_ids": ["s0", "s1", "s2", "s3"]}]},
+              {"dataset": "phantom", "labeled": 1, "rows": [{"method": "LS", "job_ids": ["s0"]}]}]
+    table = group_blocks(blocks, results, groups)
+    assert len(table) == 1 and table[0]["group_names"] == ["HCM", "NOR"]  # the phantom has no groups
+    row = table[0]["rows"][0]
+    assert row["n_seeds"] == 2
+    # seed 0: HCM (50 + 70) / 2 = 60, NOR 90; seed 1: HCM (70 + 90) / 2 = 80, NOR 80
+    assert row["groups"]["HCM"]["mean"] == pytest.approx(70.0) and row["groups"]["HCM"]["std"] == pytest.approx(
+        math.sqrt(200))
+    assert row["groups"]["NOR"]["mean"] == pytest.approx(85.0)
+    assert row["groups"]["all"]["mean"] == pytest.approx(((50 + 70 + 90) / 3 + (70 + 90 + 80) / 3) / 2)
+    assert "| LS | 2 | 70.0 ± 14.1 | 85.0 ± 7.1 |" in render_group_markdown("T", table)
+
+    work = WorkFolder(tmp_path)
+    (tmp_path / "prepare").mkdir()
+    (tmp_path / "prepare" / "acdc2.json").write_text(json.dumps({"dataset_name": "Dataset004_X"}))
+    assert patient_groups(work, "acdc2") == {}  # no patients.json: no groups
+    (tmp_path / "cctr_raw" / "Dataset004_X").mkdir(parents=True)
+    (tmp_path / "cctr_raw" / "Dataset004_X" / "patients.json").write_text(json.dumps(
+        {"p1": {"group": "DCM", "cases": {"ED": "p1_ED", "ES": "p1_ES"}}, "p2": {"cases": {"ED": "p2_ED"}}}))
+    assert patient_groups(work, "acdc2") == {"p1_ED": "DCM", "p1_ES": "DCM"}
 
 
 @pytest.mark.parametrize("iterations,expected", [(20, (1, 20)), (300, (6, 50)), (130, (5, 26)), (101, (101, 1))])

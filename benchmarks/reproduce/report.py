@@ -9,8 +9,8 @@ from typing import Any, Sequence
 from benchmarks.reproduce.figures import bar_chart, budget_curve, pseudo_label_curves
 from benchmarks.reproduce.jobs import Job, Selection, table_iterations
 from benchmarks.reproduce.store import WorkFolder, read_json
+from benchmarks.reproduce.tables import build_table, group_blocks, render_group_markdown, render_markdown
 from cctrnet.utilities.file_io import save_json
-from benchmarks.reproduce.tables import build_table, render_markdown
 
 REPOSITORY = Path(__file__).resolve().parent.parent.parent
 PUBLISHED_RESULTS = REPOSITORY / "benchmarks" / "results"
@@ -56,6 +56,14 @@ def budget_lines(work: WorkFolder, jobs: Sequence[Job], results: dict[str, dict]
     return lines
 
 
+def patient_groups(work: WorkFolder, dataset: str) -> dict[str, str]:
+    """{case id: group} from the raw dataset's patients.json (the ACDC-like generator writes one), else {}."""
+    prepared = read_json(work.prepare_path(dataset)) or {}
+    patients = read_json(work.raw / prepared.get("dataset_name", "-") / "patients.json") or {}
+    return {case: p["group"] for p in patients.values() if isinstance(p, dict) and p.get("group")
+            for case in (p.get("cases") or {}).values()}
+
+
 def machine() -> dict[str, Any]:
     from benchmarks.machine_info import machine_info
 
@@ -78,6 +86,10 @@ def write_table_outputs(table: str, selection: Selection, jobs: Sequence[Job], w
             ["The same runs' predictions before the model folder's postprocessing.json (cctr_predict "
              "--save-without-postprocessing); rows without a trained model (registration only, nnU-Net) are "
              "absent here."]).replace("# ", "## ", 1)
+    by_group = group_blocks(blocks, results, {d: patient_groups(work, d) for d in selection.datasets})
+    if any(row["n_seeds"] for block in by_group for row in block["rows"]):
+        markdown += "\n" + render_group_markdown(TITLES[table] + " - by patient group (test, post-processed)",
+                                                  by_group)
     validation = build_table(table, selection, iterations, results, "metrics_validation")
     if any(row["n_seeds"] for block in validation for row in block["rows"]):
         markdown += "\n" + render_markdown(
@@ -89,7 +101,7 @@ def write_table_outputs(table: str, selection: Selection, jobs: Sequence[Job], w
             "arguments": {k: str(v) for k, v in vars(args).items()}, "machine": machine(),
             "prepare": {d: read_json(work.prepare_path(d)) for d in selection.datasets},
             "blocks": blocks, "blocks_without_postprocessing": unprocessed,
-            "blocks_validation": validation, "runs": {jid: results[jid] for jid in sorted(wanted) if jid in results}}
+            "blocks_validation": validation, "blocks_by_group": by_group, "runs": {jid: results[jid] for jid in sorted(wanted) if jid in results}}
     json_path = work.root / f"reproduce_{table}.json"
     md_path = work.root / f"reproduce_{table}.md"
     save_json(data, json_path)

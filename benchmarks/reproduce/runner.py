@@ -199,10 +199,14 @@ def evaluate(recorder: StepRecorder, work: WorkFolder, prepared: dict, predictio
 def metrics_from_summary(summary: dict) -> dict[str, Any]:
     """Dice % and HD95 mm per class and their means from cctr_evaluate's summary.json."""
     per_class = summary["mean_per_class"]
+    per_case = summary.get("per_case", summary.get("cases", [])) or []
     return {"dice": {name: c["dice_percent"] for name, c in per_class.items()},
             "hd95": {name: c["hd95_mm"] for name, c in per_class.items()},
             "mean_dice": summary["mean"]["dice_percent"], "mean_hd95": summary["mean"]["hd95_mm"],
-            "num_cases": len(summary.get("per_case", summary.get("cases", [])) or [])}
+            "num_cases": len(per_case),
+            # per case and class, so tables by patient group (or any other grouping) need no predictions
+            "per_case_dice": {r["case"]: {name: c.get("dice_percent") for name, c in r.get("classes", {}).items()}
+                              for r in per_case if "case" in r}}
 
 
 # --- trained cctrnet runs -----------------------------------------------------------------------------------

@@ -60,6 +60,60 @@ def build_table(table: str, selection: Selection, iterations: int, results: dict
     return blocks
 
 
+def case_mean_dice(per_class: dict[str, float | None]) -> float | None:
+    """A case's Dice averaged over its classes (the finite ones; None if it has none)."""
+    return mean_std(per_class.values())[0]
+
+
+def group_blocks(blocks: Sequence[dict[str, Any]], results: dict[str, dict], groups: dict[str, dict[str, str]],
+                 metrics_key: str = "metrics") -> list[dict[str, Any]]:
+    """Mean Dice by patient group of every row: per run, the mean over the group's cases of each case's
+    class-mean Dice; then mean ± std over the seeds. ``groups``: dataset -> {case id: group}; blocks of a
+    dataset without groups, or runs recorded before per-case Dice was kept, are left out."""
+    out = []
+    for block in blocks:
+        case_group = groups.get(block["dataset"])
+        if not case_group:
+            continue
+        names = sorted(set(case_group.values()))
+        rows = []
+        for row in block["rows"]:
+            per_run: dict[str, list[float | None]] = {name: [] for name in names + ["all"]}
+            used = 0
+            for job_id in row["job_ids"]:
+                run = results.get(job_id, {})
+                cases = ((run.get(metrics_key) or {}).get("per_case_dice") if run.get("status") == "ok" else None)
+                if not cases:
+                    continue
+                used += 1
+                dice = {case: case_mean_dice(per_class) for case, per_class in cases.items()}
+                for name in names:
+                    per_run[name].append(mean_std(d for c, d in dice.items() if case_group.get(c) == name)[0])
+                per_run["all"].append(mean_std(dice.values())[0])
+            cells = {}
+            for name, values in per_run.items():
+                m, sd, n = mean_std(values)
+                cells[name] = {"mean": m, "std": sd, "n": n}
+            rows.append({"method": row["method"], "n_seeds": used, "groups": cells})
+        out.append({"dataset": block["dataset"], "labeled": block["labeled"], "group_names": names, "rows": rows})
+    return out
+
+
+def render_group_markdown(title: str, blocks: Sequence[dict[str, Any]]) -> str:
+    lines = [f"## {title}", ""]
+    for block in blocks:
+        lines += [f"### {block['dataset']}, {block['labeled']} labeled", ""]
+        header = ["method", "n"] + block["group_names"] + ["all"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in block["rows"]:
+            lines.append("| " + " | ".join([row["method"], str(row["n_seeds"])] + [
+                format_value(row["groups"][g]) for g in block["group_names"] + ["all"]]) + " |")
+        lines.append("")
+    lines.append("Mean Dice % over each group's test volumes (every volume's Dice averaged over its classes first), "
+                 "mean ± std over seeds; runs recorded before per-volume Dice was kept count as missing.")
+    return "\n".join(lines) + "\n"
+
+
 def format_value(cell: dict[str, Any] | None, digits: int = 1) -> str:
     if not cell or cell.get("mean") is None:
         return "–"
