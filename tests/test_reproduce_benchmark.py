@@ -207,6 +207,17 @@ def test_group_table_averages_cases_then_seeds_and_skips_runs_without_per_case_d
         {"p1": {"group": "DCM", "cases": {"ED": "p1_ED", "ES": "p1_ES"}}, "p2": {"cases": {"ED": "p2_ED"}}}))
     assert patient_groups(work, "acdc2") == {"p1_ED": "DCM", "p1_ES": "DCM"}
 
+    from benchmarks.reproduce.report import with_per_case_dice
+
+    old = {"old": {"status": "ok", "metrics": {"mean_dice": 50.0}}, "new": run({"x": {"RV": 1.0}})}
+    (tmp_path / "runs" / "old" / "predictions").mkdir(parents=True)
+    (tmp_path / "runs" / "old" / "predictions" / "summary.json").write_text(json.dumps(
+        {"mean_per_class": {"RV": {"dice_percent": 50.0, "hd95_mm": 1.0}}, "mean": {"dice_percent": 50.0, "hd95_mm": 1.0},
+         "per_case": [{"case": "p1_ED", "classes": {"RV": {"dice_percent": 50.0}}}]}))
+    filled = with_per_case_dice(work, old)
+    assert filled["old"]["metrics"]["per_case_dice"] == {"p1_ED": {"RV": 50.0}} and "per_case_dice" not in old["old"]["metrics"]
+    assert filled["new"] is old["new"]
+
 
 @pytest.mark.parametrize("iterations,expected", [(20, (1, 20)), (300, (6, 50)), (130, (5, 26)), (101, (101, 1))])
 def test_epoch_split_keeps_the_iteration_budget(iterations, expected):

@@ -64,6 +64,22 @@ def patient_groups(work: WorkFolder, dataset: str) -> dict[str, str]:
             for case in (p.get("cases") or {}).values()}
 
 
+def with_per_case_dice(work: WorkFolder, results: dict[str, dict]) -> dict[str, dict]:
+    """``results`` with per-volume test Dice filled in from the run folder's summary.json for runs recorded
+    before the job record kept it (the record itself is not rewritten)."""
+    from benchmarks.reproduce.runner import metrics_from_summary
+
+    out = dict(results)
+    for job_id, result in results.items():
+        metrics = result.get("metrics") or {}
+        if result.get("status") != "ok" or metrics.get("per_case_dice"):
+            continue
+        summary = read_json(work.run_folder(job_id) / "predictions" / "summary.json")
+        if summary and summary.get("mean_per_class"):
+            out[job_id] = {**result, "metrics": {**metrics, **metrics_from_summary(summary)}}
+    return out
+
+
 def machine() -> dict[str, Any]:
     from benchmarks.machine_info import machine_info
 
@@ -86,7 +102,8 @@ def write_table_outputs(table: str, selection: Selection, jobs: Sequence[Job], w
             ["The same runs' predictions before the model folder's postprocessing.json (cctr_predict "
              "--save-without-postprocessing); rows without a trained model (registration only, nnU-Net) are "
              "absent here."]).replace("# ", "## ", 1)
-    by_group = group_blocks(blocks, results, {d: patient_groups(work, d) for d in selection.datasets})
+    by_group = group_blocks(blocks, with_per_case_dice(work, results),
+                            {d: patient_groups(work, d) for d in selection.datasets})
     if any(row["n_seeds"] for block in by_group for row in block["rows"]):
         markdown += "\n" + render_group_markdown(TITLES[table] + " - by patient group (test, post-processed)",
                                                   by_group)
