@@ -434,13 +434,14 @@ def test_rows_select_rows_of_the_non_core_tables_by_label():
 def test_curves_and_step_time_are_read_from_the_trainers_progress_log(tmp_path):
     import torch
 
-    from benchmarks.reproduce.runner import logged_step_seconds, pseudo_label_curves
+    from benchmarks.reproduce.runner import logged_step_seconds, progress_history, pseudo_label_curves
 
     log = {"dice_pseudo_A": [(10, 0.5), (20, 0.625)], "seconds_per_iteration": [(10, 1.0), (20, 3.0), (30, 2.0)],
            "loss_total": [(10, 0.9)]}
     checkpoint = tmp_path / "checkpoint_final.pth"
     torch.save({"log": log}, checkpoint)
-    assert pseudo_label_curves(checkpoint) == {"dice_pseudo_A": [[10, 0.5], [20, 0.625]]}
-    assert logged_step_seconds(checkpoint) == 2.0
-    torch.save({"log": {}}, checkpoint)
-    assert logged_step_seconds(checkpoint) is None
+    history = progress_history(checkpoint)
+    assert pseudo_label_curves(history) == {"dice_pseudo_A": [[10, 0.5], [20, 0.625]]}
+    assert logged_step_seconds(history) == 2.0
+    torch.save({}, checkpoint)
+    assert progress_history(checkpoint) == {} and logged_step_seconds({}) is None

@@ -118,7 +118,8 @@ def write_table_outputs(table: str, selection: Selection, jobs: Sequence[Job], w
             "arguments": {k: str(v) for k, v in vars(args).items()}, "machine": machine(),
             "prepare": {d: read_json(work.prepare_path(d)) for d in selection.datasets},
             "blocks": blocks, "blocks_without_postprocessing": unprocessed,
-            "blocks_validation": validation, "blocks_by_group": by_group, "runs": {jid: results[jid] for jid in sorted(wanted) if jid in results}}
+            "blocks_validation": validation, "blocks_by_group": by_group,
+            "runs": {jid: results[jid] for jid in sorted(wanted) if jid in results}}
     json_path = work.root / f"reproduce_{table}.json"
     md_path = work.root / f"reproduce_{table}.md"
     save_json(data, json_path)

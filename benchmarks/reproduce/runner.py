@@ -226,21 +226,21 @@ def train_command(job: Job, prepared: dict, resume: bool, device: str = "cpu") -
     return command + (["--c"] if resume else [])
 
 
-def _progress_history(checkpoint: Path) -> dict[str, list]:
+def progress_history(checkpoint: Path) -> dict[str, list]:
+    """The trainer's progress log (key -> [(iteration, value), ...]) stored in a checkpoint."""
     import torch
 
     return torch.load(checkpoint, map_location="cpu", weights_only=True).get("log", {})
 
 
-def pseudo_label_curves(checkpoint: Path) -> dict[str, list[list[float]]]:
-    """The trainer's history of pseudo-label Dice (keys dice_*) from a checkpoint's progress log."""
-    history = _progress_history(checkpoint)
+def pseudo_label_curves(history: dict[str, list]) -> dict[str, list[list[float]]]:
+    """The history of pseudo-label Dice (keys dice_*) from a progress log."""
     return {k: [[int(i), float(v)] for i, v in points] for k, points in history.items() if k.startswith("dice")}
 
 
-def logged_step_seconds(checkpoint: Path) -> float | None:
-    """Median of the trainer's own logged seconds per iteration (its progress log; whole runs and resumed ones)."""
-    values = [float(v) for _, v in _progress_history(checkpoint).get("seconds_per_iteration", [])]
+def logged_step_seconds(history: dict[str, list]) -> float | None:
+    """Median of the trainer's own logged seconds per iteration (whole runs and resumed ones alike)."""
+    values = [float(v) for _, v in history.get("seconds_per_iteration", [])]
     return round(statistics.median(values), 4) if values else None
 
 
@@ -293,6 +293,7 @@ def run_training_job(work: WorkFolder, job: Job, prepared: dict, disable_tta: bo
         result["metrics_validation_without_postprocessing"] = evaluate(
             recorder, work, prepared, validation_predictions / UNPROCESSED_SUBFOLDER,
             "evaluate_validation_without_postprocessing", "labelsVal")
+    history = progress_history(model / "checkpoint_final.pth")
     result.update({"model_folder": str(model), "labeled_cases": read_json(model / "labeled_cases.json")["labeled"],
                    "settings": config.get("settings"), "num_iterations": config.get("num_iterations"),
                    "metrics": evaluate(recorder, work, prepared, predictions),
@@ -300,9 +301,9 @@ def run_training_job(work: WorkFolder, job: Job, prepared: dict, disable_tta: bo
                    "metrics_without_postprocessing": (evaluate(recorder, work, prepared, unprocessed,
                                                                "evaluate_without_postprocessing")
                                                       if unprocessed.is_dir() else None),
-                   "pseudo_label_curves": pseudo_label_curves(model / "checkpoint_final.pth"),
+                   "pseudo_label_curves": pseudo_label_curves(history),
                    "train_seconds_per_iteration": _seconds_per_iteration(recorder.steps, job.iterations),
-                   "logged_step_seconds": logged_step_seconds(model / "checkpoint_final.pth")})
+                   "logged_step_seconds": logged_step_seconds(history)})
     return result
 
 
