@@ -196,7 +196,8 @@ def test_group_table_averages_cases_then_seeds_and_skips_runs_without_per_case_d
         math.sqrt(200))
     assert row["groups"]["NOR"]["mean"] == pytest.approx(85.0)
     assert row["groups"]["all"]["mean"] == pytest.approx(((50 + 70 + 90) / 3 + (70 + 90 + 80) / 3) / 2)
-    assert "| LS | 2 | 70.0 ± 14.1 | 85.0 ± 7.1 |" in render_group_markdown("T", table)
+    text = render_group_markdown("T", table)
+    assert "| LS | 2 | 70.0 ± 14.1 | 85.0 ± 7.1 |" in text and "### acdc2, 1 labeled patient\n" in text
 
     work = WorkFolder(tmp_path)
     (tmp_path / "prepare").mkdir()

@@ -99,10 +99,16 @@ def group_blocks(blocks: Sequence[dict[str, Any]], results: dict[str, dict], gro
     return out
 
 
+def labeled_text(dataset: str, labeled: int) -> str:
+    """"1 labeled patient" where --labeled counts patients, else "2 labeled cases"."""
+    unit = "patient" if dataset in PATIENT_DATASETS else "case"
+    return f"{labeled} labeled {unit}{'s' if labeled != 1 else ''}"
+
+
 def render_group_markdown(title: str, blocks: Sequence[dict[str, Any]]) -> str:
     lines = [f"## {title}", ""]
     for block in blocks:
-        lines += [f"### {block['dataset']}, {block['labeled']} labeled", ""]
+        lines += [f"### {block['dataset']}, {labeled_text(block['dataset'], block['labeled'])}", ""]
         header = ["method", "n"] + block["group_names"] + ["all"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in block["rows"]:
@@ -130,8 +136,7 @@ def render_markdown(title: str, blocks: Sequence[dict[str, Any]], budget_lines: 
         classes: list[str] = []
         for row in block["rows"]:
             classes += [c for c in row["dice"] if c not in classes]
-        unit = "patient" if block["dataset"] in PATIENT_DATASETS else "case"
-        lines += [f"## {block['dataset']}, {block['labeled']} labeled {unit}{'s' if block['labeled'] != 1 else ''}", ""]
+        lines += [f"## {block['dataset']}, {labeled_text(block['dataset'], block['labeled'])}", ""]
         header = (["method", "n"] + [f"Dice {c}" for c in classes] + ["Dice mean"]
                   + [f"HD95 {c}" for c in classes] + ["HD95 mean"])
         lines.append("| " + " | ".join(header) + " |")
