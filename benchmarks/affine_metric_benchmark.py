@@ -63,9 +63,9 @@ def measure(folder: Path, sigma_mm: float, floor: float, configuration: str, met
     entry = report["methods"][method]
     labeled = report["labeled_cases"]
     selected: dict[int, list[float]] = {}
-    for case, entry in entry["registered_label_dice"].items():
+    for case, selected_record in entry["registered_label_dice"].items():
         truth, _ = load_label(data_folder, case)
-        for value, score in class_dice(brs.registered_label(data_folder, store, case, entry["labeled"]), truth,
+        for value, score in class_dice(brs.registered_label(data_folder, store, case, selected_record["labeled"]), truth,
                                        [int(c) for c in np.unique(truth) if c > 0]).items():
             selected.setdefault(value, []).append(score)
     patients = dataset_patients(folder)

@@ -161,8 +161,9 @@ class CCTRTrainer(BaseTrainer):
             coords = self.distributed.gather_batch(torch.cat([labeled["coords_zyx"], unlabeled["coords_zyx"]]), n_l)
             volumes = self.distributed.gather_batch(torch.cat([labeled["volume_index"], unlabeled["volume_index"]]), n_l)
             anchor_volumes, anchor_points = anchor_voxel_points(pixels.anchor_positions_byx, coords, volumes)
-            registered, found = registered_positive_keys(anchor_volumes, anchor_points, self.banks[name], None,
-                                                         self.reps_settings, self.generator,
+            registered, found = registered_positive_keys(anchor_volumes, anchor_points, self.banks[name],
+                                                         map_points=None, settings=self.reps_settings,
+                                                         generator=self.generator,
                                                          map_points_to_many=self.map_points_to_many)
             class_keys = class_positive_keys(anchors, pixels, self.contrastive_settings.detach_positive_keys)
             override = combine_positive_keys(class_keys, registered, found, self.reps_settings)
