@@ -28,6 +28,7 @@ if str(REPOSITORY) not in sys.path:
 from benchmarks.reproduce.jobs import (DATASETS, DEFAULT_BUDGETS, METHOD_ALIASES, PREPARE_SECONDS,  # noqa: E402
                                        TABLES, Job, Selection, build_jobs, calibration, default_iterations,
                                        registration_twin)
+from benchmarks.reproduce import record_validity  # noqa: E402
 from benchmarks.reproduce.store import DEFAULT_WORK_DIR, WorkFolder  # noqa: E402
 from cctrnet.utilities.file_io import save_json  # noqa: E402
 
@@ -92,19 +93,46 @@ def job_record(job: Job) -> dict:
             "settings": list(job.run_settings), "labeled": job.labeled, "seed": job.seed, "iterations": job.iterations}
 
 
-def job_state(work: WorkFolder, job: Job, listed: set[str]) -> str:
-    """``done``, ``shared`` (its registration twin finished with the method it forces), ``after twin`` (the twin is
-    in ``listed`` and has not run) or ``to run``; the dry run prints it and run_jobs() schedules by it."""
+def job_state(work: WorkFolder, job: Job, listed: set[str], results: dict[str, dict] | None = None) -> str:
+    """``done``, ``stale`` (finished under settings that differ from the job's present ones, e.g. a changed
+    default; see record_validity), ``shared`` (another finished record is a run of it: its registration twin
+    when ``auto`` chose the method it forces, or any run with the same settings), ``after twin`` (the twin is in
+    ``listed`` and has not run) or ``to run``; the dry run prints it and run_jobs() schedules by it."""
+    results = work.all_results() if results is None else results
+    if work.finished(job.job_id):
+        return "stale" if stale_reason_of(work, job, results) else "done"
+    if record_validity.serving_record(work, job, results) is not None:
+        return "shared"
+    twin = registration_twin(job)
+    if twin is not None and twin[0].job_id in listed and not work.finished(twin[0].job_id):
+        return "after twin"
+    return "to run"
+
+
+def stale_reason_of(work: WorkFolder, job: Job, results: dict[str, dict]) -> str | None:
+    chosen = record_validity.auto_choice(work, job.dataset, job.labeled, job.seed, results)
+    return record_validity.stale_reason(results.get(job.job_id) or {}, job, chosen)
+
+
+def set_aside_stale_records(work: WorkFolder, jobs: list[Job]) -> None:
+    """Move each stale record to the listed job it is a run of under the present settings (re-filed), else
+    under stale/, so the job trains anew and no finished run is lost."""
     from benchmarks.reproduce import runner
 
-    if work.finished(job.job_id):
-        return "done"
-    twin = registration_twin(job)
-    if twin is None:
-        return "to run"
-    if work.finished(twin[0].job_id):
-        return "shared" if runner.auto_registration_choice(work, twin[0]) == twin[1] else "to run"
-    return "after twin" if twin[0].job_id in listed else "to run"
+    for job in jobs:
+        results = work.all_results()
+        if not work.finished(job.job_id):
+            continue
+        reason = stale_reason_of(work, job, results)
+        if reason is None:
+            continue
+        record = results[job.job_id]
+        chosen = record_validity.auto_choice(work, job.dataset, job.labeled, job.seed, results)
+        target = next((j for j in jobs if j.job_id != job.job_id and not work.finished(j.job_id)
+                       and record_validity.serves(record, j, chosen)), None)
+        moved = record_validity.move_record(work, job.job_id, None if target is None else job_record(target), reason)
+        runner.log(f"{job.job_id}: stale ({reason}); moved to {moved.parent if target is None else target.job_id}"
+                   f"{'' if target is None else ', the job it is a run of'}; it trains anew")
 
 
 def print_dry_run(jobs: list[Job], work: WorkFolder, args: argparse.Namespace, iterations: int,
@@ -114,14 +142,21 @@ def print_dry_run(jobs: list[Job], work: WorkFolder, args: argparse.Namespace, i
           f"{args.cpu_step_seconds} s/step, work folder {work.root}")
     print(f"{'job':62s} {'state':9s} {'estimate':>9s}")
     listed = {job.job_id for job in jobs}
+    results = work.all_results()
     for job in jobs:
-        state = job_state(work, job, listed)
-        seconds = 0.0 if state in ("done", "shared") else job.estimated_seconds(args.cpu_step_seconds, measured)
+        state = job_state(work, job, listed, results)
+        source = record_validity.serving_record(work, job, results) if state == "stale" else None
+        free = state in ("done", "shared") or source is not None
+        seconds = 0.0 if free else job.estimated_seconds(args.cpu_step_seconds, measured)
         total += seconds
-        pending += state not in ("done", "shared")
+        pending += not free
         print(f"{job.job_id:62s} {state:9s} {seconds / 60:8.1f}m")
-    print("(shared: recorded as its registration twin's run, which auto already ran with the forced method; "
-          "after twin: shared or trained once the twin has run, counted as to run)")
+        if state == "stale":
+            then = f"recorded as {source}, a run of it" if source else "trained anew"
+            print(f"    {stale_reason_of(work, job, results)}: set aside (or re-filed), then {then}")
+    print("(shared: recorded as another finished run with the same settings, e.g. its registration twin when auto "
+          "chose the forced method; after twin: shared or trained once the twin has run, counted as to run; "
+          "stale: finished under other defaults)")
     from benchmarks.reproduce.store import read_json
 
     prepare = sum(PREPARE_SECONDS for d in sorted({j.dataset for j in jobs})
@@ -182,6 +217,7 @@ def run_jobs(jobs: list[Job], work: WorkFolder, args: argparse.Namespace,
         except Exception as error:
             prepared[dataset] = None
             runner.log(f"[prepare] {dataset} FAILED, its jobs are skipped: {runner.describe_error(error)}")
+    set_aside_stale_records(work, [j for j in jobs if prepared[j.dataset] is not None])
     todo, waiting = [], []
     listed = {job.job_id for job in jobs}
     for index, job in enumerate(jobs, 1):
@@ -198,16 +234,26 @@ def run_jobs(jobs: list[Job], work: WorkFolder, args: argparse.Namespace,
 
 
 def record_shared_run(work: WorkFolder, job: Job, name: str) -> bool:
-    """Record ``job`` as its registration twin's run when ``auto`` chose the very method ``job`` forces."""
+    """Record ``job`` as another finished run that is a run of it under the present settings (its registration
+    twin when ``auto`` chose the very method ``job`` forces, or any record with the same settings)."""
     from benchmarks.reproduce import runner
 
-    twin, method = registration_twin(job)
-    if not work.finished(twin.job_id) or runner.auto_registration_choice(work, twin) != method:
+    source = record_validity.serving_record(work, job)
+    if source is None:
         return False
-    record = {**work.load_result(twin.job_id), "job": job_record(job), "same_run_as": twin.job_id}
+    found = work.load_result(source)
+    original = found.get("same_run_as", source)
+    record = {**found, "job": job_record(job), "same_run_as": original}
+    record.pop("moved_from", None)
     save_json(record, work.result_path(job.job_id))
-    runner.log(f"{name}: the same run as {twin.job_id} (registration auto chose {method}), recorded as such")
+    runner.log(f"{name}: the same run as {original} (same settings"
+               f"{', registration auto chose the forced method' if registration_twin(job) else ''}), recorded as such")
     return True
+
+
+def _twin_id(job: Job) -> str | None:
+    twin = registration_twin(job)
+    return None if twin is None else twin[0].job_id
 
 
 def run_pool(todo: list[tuple[str, Job]], waiting: list[tuple[str, Job]], work: WorkFolder,
@@ -229,7 +275,7 @@ def run_pool(todo: list[tuple[str, Job]], waiting: list[tuple[str, Job]], work: 
         try:
             while futures or waiting:
                 unfinished = {job.job_id for _, job in futures.values()}
-                for name, job in [w for w in waiting if registration_twin(w[1])[0].job_id not in unfinished]:
+                for name, job in [w for w in waiting if _twin_id(w[1]) not in unfinished]:
                     waiting.remove((name, job))
                     if not record_shared_run(work, job, name):
                         futures[pool.submit(one, name, job)] = (name, job)

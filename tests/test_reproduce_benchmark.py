@@ -374,7 +374,7 @@ def test_a_row_forcing_the_method_auto_chose_is_recorded_as_the_auto_run(tmp_pat
     log.write_text("[cctrnet] registration auto: affine_deformable (one labeled patient: ...)\n")
     assert auto_registration_choice(work, auto) == "affine_deformable"
     assert not reproduce.record_shared_run(work, deformable, "x")  # ... nor finished
-    save_json({"status": "ok", "metrics": {"mean_dice": 70.0}, "job": {"id": auto.job_id}}, work.result_path(auto.job_id))
+    save_json(_record_of(auto), work.result_path(auto.job_id))
     assert not reproduce.record_shared_run(work, affine, "x")  # auto chose another method: affine must train
     assert not work.finished(affine.job_id)
     assert reproduce.job_state(work, deformable, listed) == "shared"
@@ -399,7 +399,7 @@ def test_waiting_jobs_run_after_their_twin_or_share_its_run(tmp_path, monkeypatc
             log = work_folder.run_folder(job.job_id) / "logs" / "00_train.log"
             log.parent.mkdir(parents=True)
             log.write_text("registration auto: affine_deformable\n")
-        record = {"status": "ok", "metrics": {"mean_dice": 1.0}, "wall_seconds": 0.0}
+        record = {**_record_of(job), "wall_seconds": 0.0}
         save_json(record, work_folder.result_path(job.job_id))
         return record
 
@@ -446,3 +446,109 @@ def test_curves_and_step_time_are_read_from_the_trainers_progress_log(tmp_path):
     assert logged_step_seconds(history) == 2.0
     torch.save({}, checkpoint)
     assert progress_history(checkpoint) == {} and logged_step_seconds({}) is None
+
+
+def _record_of(job: Job, **changed) -> dict:
+    """A finished training record as run_job writes it, trained with the job's settings and ``changed``."""
+    import benchmarks.reproduce as package  # noqa: F401
+    from benchmarks.reproduce.record_validity import expected_settings
+
+    reproduce = _runner_script()
+    return {"status": "ok", "job": reproduce.job_record(job), "settings": {**expected_settings(job), **changed},
+            "metrics": {"mean_dice": 70.0}, "model_folder": "MODEL"}
+
+
+def _save_run(work: WorkFolder, job: Job, record: dict, auto_log: str | None = None) -> None:
+    folder = work.run_folder(job.job_id)
+    (folder / "logs").mkdir(parents=True)
+    record = {**record, "model_folder": str(folder / "cctr_results" / "model")}
+    if auto_log:
+        (folder / "logs" / "00_train.log").write_text(f"[cctrnet] registration auto: {auto_log} (one labeled case)\n")
+    save_json(record, work.result_path(job.job_id))
+
+
+def _with_w_rs_default(monkeypatch, value: float) -> None:
+    """As if cctrnet's default registration-supervision weight had been changed to ``value``."""
+    import dataclasses
+
+    from cctrnet.training.config import TrainerConfig
+
+    names = [f.name for f in dataclasses.fields(TrainerConfig)]
+    defaults = list(TrainerConfig.__init__.__defaults__)
+    defaults[names.index("w_rs")] = value
+    monkeypatch.setattr(TrainerConfig.__init__, "__defaults__", tuple(defaults))
+    assert TrainerConfig().w_rs == value
+
+
+def test_a_changed_default_makes_a_record_stale_and_it_is_refiled_to_the_row_it_is(tmp_path, monkeypatch):
+    """A job id names a row's settings on top of the defaults: after a default changes, the old record is moved
+    to the row that names its settings, and a forced-registration run with the new settings stands for the
+    default row, so nothing trains twice and nothing is lost."""
+    from benchmarks.reproduce.jobs import Method, _train
+    from benchmarks.reproduce import record_validity
+
+    reproduce = _runner_script()
+    jobs = build_jobs(Selection(datasets=["acdc2"], labeled=[1], seeds=[0], methods=["LS", "CCTR"],
+                                tables=["core", "robustness"], rows=["w_rs 0.3"]), 2000)
+    by_slug = {j.slug: j for j in jobs}
+    ls, cctr = by_slug["LabeledOnlyTrainer"], by_slug["CCTRTrainer"]
+    forced = by_slug["CCTRTrainer-registration_method_affine_deformable-w_rs_0.3"]
+    paper = Job("acdc2", _train("w_rs 1", "CCTRTrainer", "w_rs=1.0"), 1, 0, 2000)
+    jobs.append(paper)
+    work, listed = WorkFolder(tmp_path), {j.job_id for j in jobs}
+    for job in (ls, cctr, forced):
+        _save_run(work, job, _record_of(job), auto_log="affine_deformable" if job is cctr else None)
+    assert [reproduce.job_state(work, j, listed) for j in (ls, cctr, forced, paper)] == ["done"] * 3 + ["shared"]
+
+    _with_w_rs_default(monkeypatch, 0.3)
+    # LS has RSL off: w_rs is inert there, so its record stands
+    assert reproduce.job_state(work, ls, listed) == "done"
+    assert reproduce.job_state(work, cctr, listed) == "stale"
+    assert "w_rs 1.0 (now 0.3)" in reproduce.stale_reason_of(work, cctr, work.all_results())
+    assert reproduce.job_state(work, forced, listed) == "done"  # it names w_rs=0.3 itself
+    reproduce.set_aside_stale_records(work, jobs)
+    moved = work.load_result(paper.job_id)
+    assert moved["moved_from"]["job_id"] == cctr.job_id and moved["job"]["id"] == paper.job_id
+    assert moved["model_folder"].startswith(str(work.run_folder(paper.job_id)))
+    assert (work.run_folder(paper.job_id) / "logs" / "00_train.log").exists()
+    assert not work.run_folder(cctr.job_id).exists() and not work.finished(cctr.job_id)
+    # auto chose affine_deformable for these labeled cases (the moved run's log), so the forced run is CCT-R's
+    assert record_validity.auto_choice(work, "acdc2", 1, 0) == "affine_deformable"
+    assert reproduce.job_state(work, cctr, listed) == "shared"
+    assert reproduce.record_shared_run(work, cctr, "x")
+    assert work.load_result(cctr.job_id)["same_run_as"] == forced.job_id
+    assert reproduce.job_state(work, paper, listed) == "done" and reproduce.job_state(work, cctr, listed) == "done"
+
+
+def test_a_stale_record_without_a_row_is_set_aside_and_its_job_trains_anew(tmp_path, monkeypatch):
+    from benchmarks.reproduce import record_validity
+
+    reproduce = _runner_script()
+    jobs = build_jobs(Selection(datasets=["acdc2"], labeled=[1], seeds=[0], methods=["CCTR"]), 2000)
+    (cctr,) = jobs
+    work = WorkFolder(tmp_path)
+    _save_run(work, cctr, _record_of(cctr), auto_log="affine_deformable")
+    _with_w_rs_default(monkeypatch, 0.3)
+    reproduce.set_aside_stale_records(work, jobs)
+    kept = tmp_path / record_validity.STALE_FOLDER / cctr.job_id
+    assert (kept / "job.json").exists() and (kept / "run" / "logs" / "00_train.log").exists()
+    assert json.loads((kept / "job.json").read_text())["settings"]["w_rs"] == 1.0
+    assert reproduce.job_state(work, cctr, {cctr.job_id}) == "to run"
+    assert record_validity.auto_choice(work, "acdc2", 1, 0) == "affine_deformable"  # read from the set-aside run
+    # a second change sets the next stale record beside the first, never over it
+    _save_run(work, cctr, _record_of(cctr, w_rs=0.5))
+    reproduce.set_aside_stale_records(work, jobs)
+    assert (tmp_path / record_validity.STALE_FOLDER / f"{cctr.job_id}.1" / "job.json").exists()
+
+
+def test_records_differing_only_in_monitoring_or_later_added_settings_stand():
+    from benchmarks.reproduce.record_validity import serves, stale_reason
+
+    (cctr,) = build_jobs(Selection(datasets=["acdc2"], labeled=[1], seeds=[0], methods=["CCTR"]), 2000)
+    record = _record_of(cctr, log_every=50, num_workers=0)
+    del record["settings"]["rsl_fade"]  # a setting added after the run: its default keeps the old behaviour
+    assert stale_reason(record, cctr) is None and serves(record, cctr)
+    assert "seed" in stale_reason(_record_of(cctr, seed=3), cctr)
+    assert not serves(_record_of(cctr, registration_method="affine"), cctr, "affine_deformable")
+    assert serves(_record_of(cctr, registration_method="affine_deformable"), cctr, "affine_deformable")
+    assert not serves(_record_of(cctr, registration_method="affine_deformable"), cctr, None)  # choice unknown

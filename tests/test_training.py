@@ -450,3 +450,11 @@ def test_compiled_networks_train_like_plain_ones_and_keep_their_checkpoint_keys(
         keys[compiled] = sorted(state["network_weights"]["branch_a"])
     assert histories[True] == pytest.approx(histories[False], rel=1e-4)
     assert keys[True] == keys[False]  # a compiled run's checkpoint loads into a plain network
+
+
+def test_a_setting_of_a_switched_off_module_is_named_when_the_trainer_is_built(tiny_dataset, tmp_path, capsys):
+    _trainer("LabeledOnlyTrainer", 2, tmp_path / "ls", w_rs=0.3)
+    note = capsys.readouterr().out
+    assert "w_rs change(s) nothing in this run of LabeledOnlyTrainer" in note and "w_rs needs rsl on" in note
+    _trainer("LabeledOnlyTrainer", 2, tmp_path / "ls2")
+    assert "change(s) nothing" not in capsys.readouterr().out

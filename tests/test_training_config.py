@@ -62,3 +62,19 @@ def test_training_autocast_dtype_prefers_bfloat16_on_a_gpu_that_has_it(monkeypat
         training_autocast_dtype("cuda", "bfloat16")
     with pytest.raises(ValueError, match="mixed_precision_dtype"):
         training_autocast_dtype("cpu", "int8")
+
+
+def test_settings_of_a_switched_off_module_are_inert():
+    from cctrnet.training.config import USED_ONLY_WITH, inert_settings
+
+    labeled_only = TrainerConfig().with_overrides(get_trainer_class("LabeledOnlyTrainer").config_defaults).to_dict()
+    inert = inert_settings(labeled_only)
+    assert {"w_rs", "rsl_fusion", "registration_method", "w_cps_max", "w_c"} <= inert
+    assert inert_settings(TrainerConfig().to_dict()) == set()  # CCT-R: every module on
+    cts = TrainerConfig().with_overrides(get_trainer_class("CTSTrainer").config_defaults).to_dict()
+    assert "w_rs" in inert_settings(cts) and "w_cps_max" not in inert_settings(cts)
+    # REPS alone still loads the registrations, so the registration settings matter without RSL
+    reps_only = TrainerConfig().with_overrides({"rsl": False}).to_dict()
+    assert "w_rs" in inert_settings(reps_only) and "registration_method" not in inert_settings(reps_only)
+    assert all(switch in TrainerConfig.field_names() for switches in USED_ONLY_WITH.values() for switch in switches)
+    assert set(USED_ONLY_WITH) <= set(TrainerConfig.field_names())

@@ -249,11 +249,9 @@ AUTO_REGISTRATION_CHOICE = re.compile(r"registration auto: (\w+)")
 
 def auto_registration_choice(work: WorkFolder, job: Job) -> str | None:
     """The method ``--registration auto`` chose in a training job, read from its training log (None: not logged)."""
-    for log in sorted((work.run_folder(job.job_id) / "logs").glob("*_train.log")):
-        found = AUTO_REGISTRATION_CHOICE.findall(log.read_text(errors="replace"))
-        if found:
-            return found[-1]
-    return None
+    from benchmarks.reproduce.record_validity import logged_auto_choice
+
+    return logged_auto_choice(work.run_folder(job.job_id))
 
 
 def run_training_job(work: WorkFolder, job: Job, prepared: dict, disable_tta: bool, echo: bool = True,
@@ -303,7 +301,8 @@ def run_training_job(work: WorkFolder, job: Job, prepared: dict, disable_tta: bo
                                                       if unprocessed.is_dir() else None),
                    "pseudo_label_curves": pseudo_label_curves(history),
                    "train_seconds_per_iteration": _seconds_per_iteration(recorder.steps, job.iterations),
-                   "logged_step_seconds": logged_step_seconds(history)})
+                   "logged_step_seconds": logged_step_seconds(history),
+                   "registration_auto_choice": auto_registration_choice(work, job)})
     return result
 
 

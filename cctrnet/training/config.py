@@ -136,6 +136,25 @@ class TrainerConfig:
         return dataclasses.asdict(self)
 
 
+#: settings that change nothing unless at least one of the named module switches is on (registration is loaded
+#: for RSL or REPS; the weights scale their own loss term): a run with w_rs=0.3 and rsl=false trains the same
+#: networks as one with w_rs=1
+USED_ONLY_WITH: dict[str, tuple[str, ...]] = {
+    "w_rs": ("rsl",), "rsl_fade": ("rsl",), "rsl_fade_momentum": ("rsl",), "rsl_fade_holdout_fraction": ("rsl",),
+    "rsl_fusion": ("rsl", "reps"), "brs": ("rsl", "reps"), "registration_method": ("rsl", "reps"),
+    "registration_engine": ("rsl", "reps"),
+    "w_cps_max": ("cps",), "w_cps_sharpness": ("cps",),
+    "w_c": ("scl",),
+}
+
+
+def inert_settings(settings: dict[str, Any]) -> set[str]:
+    """The settings of ``settings`` (a TrainerConfig as a dict) that change nothing, because every module
+    switch they need is off (USED_ONLY_WITH)."""
+    return {key for key, switches in USED_ONLY_WITH.items()
+            if key in settings and not any(settings.get(switch, True) for switch in switches)}
+
+
 def parse_set_arguments(pairs: list[str]) -> dict[str, Any]:
     """``["w_rs=0.5", "scl=false"]`` -> typed overrides; unknown keys or bad values raise ValueError."""
     types = {f.name: f.type for f in fields(TrainerConfig)}

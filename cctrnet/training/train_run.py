@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cctrnet import paths
-from cctrnet.training.config import TrainerConfig
+from cctrnet.training.config import USED_ONLY_WITH, TrainerConfig, inert_settings
 from cctrnet.training.run_record import FINAL, LATEST, RunRecord, keep_final_checkpoint, read_run_record, setting_differences
 from cctrnet.training.run_setup import RunSetup, RunSetupError, prepare_run, run_folder_name
 from cctrnet.training.validation import VALIDATION_SET, VALIDATION_SETS, check_evaluation_data, check_same_validation
@@ -69,6 +69,10 @@ def make_trainer(dataset: str, trainer_name: str = "CCTRTrainer", num_labeled: i
             if iterations is not None:
                 settings["num_iterations"] = iterations
         config = TrainerConfig().with_overrides(settings)
+        inert = sorted(inert_settings(config.to_dict()) & set(overrides or {}))
+        if inert and recorded_settings is None:
+            print(f"[cctrnet] note: {', '.join(inert)} change(s) nothing in this run of {trainer_name}: "
+                  + "; ".join(f"{key} needs {' or '.join(USED_ONLY_WITH[key])} on" for key in inert))
         device = resolve_device(device_name)
     except (ValueError, TypeError, RunSetupError, RuntimeError) as error:
         raise TrainingRunError(str(error)) from None
