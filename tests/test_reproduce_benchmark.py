@@ -480,59 +480,67 @@ def _with_w_rs_default(monkeypatch, value: float) -> None:
     assert TrainerConfig().w_rs == value
 
 
+def _w_rs_values() -> tuple[float, float]:
+    """(today's default w_rs, another value to pretend the default changed to)."""
+    from cctrnet.training.config import TrainerConfig
+
+    old = TrainerConfig().w_rs
+    return old, (0.3 if old != 0.3 else 1.0)
+
+
 def test_a_changed_default_makes_a_record_stale_and_it_is_refiled_to_the_row_it_is(tmp_path, monkeypatch):
     """A job id names a row's settings on top of the defaults: after a default changes, the old record is moved
     to the row that names its settings, and a forced-registration run with the new settings stands for the
     default row, so nothing trains twice and nothing is lost."""
-    from benchmarks.reproduce.jobs import Method, _train
+    from benchmarks.reproduce.jobs import _train
     from benchmarks.reproduce import record_validity
 
     reproduce = _runner_script()
-    jobs = build_jobs(Selection(datasets=["acdc2"], labeled=[1], seeds=[0], methods=["LS", "CCTR"],
-                                tables=["core", "robustness"], rows=["w_rs 0.3"]), 2000)
-    by_slug = {j.slug: j for j in jobs}
-    ls, cctr = by_slug["LabeledOnlyTrainer"], by_slug["CCTRTrainer"]
-    forced = by_slug["CCTRTrainer-registration_method_affine_deformable-w_rs_0.3"]
-    paper = Job("acdc2", _train("w_rs 1", "CCTRTrainer", "w_rs=1.0"), 1, 0, 2000)
-    jobs.append(paper)
+    old, new = _w_rs_values()
+    ls, cctr = build_jobs(Selection(datasets=["acdc2"], labeled=[1], seeds=[0], methods=["LS", "CCTR"]), 2000)
+    forced = Job("acdc2", _train("new weight", "CCTRTrainer", "registration_method=affine_deformable", f"w_rs={new}"),
+                 1, 0, 2000)
+    previous = Job("acdc2", _train("old weight", "CCTRTrainer", f"w_rs={old}"), 1, 0, 2000)
+    jobs = [ls, cctr, forced, previous]
     work, listed = WorkFolder(tmp_path), {j.job_id for j in jobs}
     for job in (ls, cctr, forced):
         _save_run(work, job, _record_of(job), auto_log="affine_deformable" if job is cctr else None)
-    assert [reproduce.job_state(work, j, listed) for j in (ls, cctr, forced, paper)] == ["done"] * 3 + ["shared"]
+    assert [reproduce.job_state(work, j, listed) for j in jobs] == ["done"] * 3 + ["shared"]
 
-    _with_w_rs_default(monkeypatch, 0.3)
+    _with_w_rs_default(monkeypatch, new)
     # LS has RSL off: w_rs is inert there, so its record stands
     assert reproduce.job_state(work, ls, listed) == "done"
     assert reproduce.job_state(work, cctr, listed) == "stale"
-    assert "w_rs 1.0 (now 0.3)" in reproduce.stale_reason_of(work, cctr, work.all_results())
-    assert reproduce.job_state(work, forced, listed) == "done"  # it names w_rs=0.3 itself
+    assert f"w_rs {old!r} (now {new!r})" in reproduce.stale_reason_of(work, cctr, work.all_results())
+    assert reproduce.job_state(work, forced, listed) == "done"  # it names its weight itself
     reproduce.set_aside_stale_records(work, jobs)
-    moved = work.load_result(paper.job_id)
-    assert moved["moved_from"]["job_id"] == cctr.job_id and moved["job"]["id"] == paper.job_id
-    assert moved["model_folder"].startswith(str(work.run_folder(paper.job_id)))
-    assert (work.run_folder(paper.job_id) / "logs" / "00_train.log").exists()
+    moved = work.load_result(previous.job_id)
+    assert moved["moved_from"]["job_id"] == cctr.job_id and moved["job"]["id"] == previous.job_id
+    assert moved["model_folder"].startswith(str(work.run_folder(previous.job_id)))
+    assert (work.run_folder(previous.job_id) / "logs" / "00_train.log").exists()
     assert not work.run_folder(cctr.job_id).exists() and not work.finished(cctr.job_id)
     # auto chose affine_deformable for these labeled cases (the moved run's log), so the forced run is CCT-R's
     assert record_validity.auto_choice(work, "acdc2", 1, 0) == "affine_deformable"
     assert reproduce.job_state(work, cctr, listed) == "shared"
     assert reproduce.record_shared_run(work, cctr, "x")
     assert work.load_result(cctr.job_id)["same_run_as"] == forced.job_id
-    assert reproduce.job_state(work, paper, listed) == "done" and reproduce.job_state(work, cctr, listed) == "done"
+    assert reproduce.job_state(work, previous, listed) == "done" and reproduce.job_state(work, cctr, listed) == "done"
 
 
 def test_a_stale_record_without_a_row_is_set_aside_and_its_job_trains_anew(tmp_path, monkeypatch):
     from benchmarks.reproduce import record_validity
 
     reproduce = _runner_script()
+    old, new = _w_rs_values()
     jobs = build_jobs(Selection(datasets=["acdc2"], labeled=[1], seeds=[0], methods=["CCTR"]), 2000)
     (cctr,) = jobs
     work = WorkFolder(tmp_path)
     _save_run(work, cctr, _record_of(cctr), auto_log="affine_deformable")
-    _with_w_rs_default(monkeypatch, 0.3)
+    _with_w_rs_default(monkeypatch, new)
     reproduce.set_aside_stale_records(work, jobs)
     kept = tmp_path / record_validity.STALE_FOLDER / cctr.job_id
     assert (kept / "job.json").exists() and (kept / "run" / "logs" / "00_train.log").exists()
-    assert json.loads((kept / "job.json").read_text())["settings"]["w_rs"] == 1.0
+    assert json.loads((kept / "job.json").read_text())["settings"]["w_rs"] == old
     assert reproduce.job_state(work, cctr, {cctr.job_id}) == "to run"
     assert record_validity.auto_choice(work, "acdc2", 1, 0) == "affine_deformable"  # read from the set-aside run
     # a second change sets the next stale record beside the first, never over it
