@@ -114,6 +114,26 @@ def stale_reason_of(work: WorkFolder, job: Job, results: dict[str, dict]) -> str
     return record_validity.stale_reason(results.get(job.job_id) or {}, job, chosen)
 
 
+def refile_target(work: WorkFolder, job: Job, jobs: list[Job], results: dict[str, dict],
+                  taken: set[str] = frozenset()) -> Job | None:
+    """The listed, unfinished job (not in ``taken``) that ``job``'s stale record is a run of, or None."""
+    record = results[job.job_id]
+    chosen = record_validity.auto_choice(work, job.dataset, job.labeled, job.seed, results)
+    return next((j for j in jobs if j.job_id != job.job_id and j.job_id not in taken and not work.finished(j.job_id)
+                 and record_validity.serves(record, j, chosen)), None)
+
+
+def refile_plan(work: WorkFolder, jobs: list[Job], results: dict[str, dict]) -> dict[str, str]:
+    """stale job id -> the id its record will be re-filed as (what set_aside_stale_records() will do)."""
+    plan: dict[str, str] = {}
+    for job in jobs:
+        if work.finished(job.job_id) and stale_reason_of(work, job, results):
+            target = refile_target(work, job, jobs, results, set(plan.values()))
+            if target is not None:
+                plan[job.job_id] = target.job_id
+    return plan
+
+
 def set_aside_stale_records(work: WorkFolder, jobs: list[Job]) -> None:
     """Move each stale record to the listed job it is a run of under the present settings (re-filed), else
     under stale/, so the job trains anew and no finished run is lost."""
@@ -126,13 +146,11 @@ def set_aside_stale_records(work: WorkFolder, jobs: list[Job]) -> None:
         reason = stale_reason_of(work, job, results)
         if reason is None:
             continue
-        record = results[job.job_id]
-        chosen = record_validity.auto_choice(work, job.dataset, job.labeled, job.seed, results)
-        target = next((j for j in jobs if j.job_id != job.job_id and not work.finished(j.job_id)
-                       and record_validity.serves(record, j, chosen)), None)
+        target = refile_target(work, job, jobs, results)
         moved = record_validity.move_record(work, job.job_id, None if target is None else job_record(target), reason)
         runner.log(f"{job.job_id}: stale ({reason}); moved to {moved.parent if target is None else target.job_id}"
-                   f"{'' if target is None else ', the job it is a run of'}; it trains anew")
+                   f"{'' if target is None else ', the job it is a run of'}; {job.job_id} is trained anew unless "
+                   "another finished run has its settings")
 
 
 def print_dry_run(jobs: list[Job], work: WorkFolder, args: argparse.Namespace, iterations: int,
@@ -143,20 +161,24 @@ def print_dry_run(jobs: list[Job], work: WorkFolder, args: argparse.Namespace, i
     print(f"{'job':62s} {'state':9s} {'estimate':>9s}")
     listed = {job.job_id for job in jobs}
     results = work.all_results()
+    refiled = refile_plan(work, jobs, results)
     for job in jobs:
         state = job_state(work, job, listed, results)
         source = record_validity.serving_record(work, job, results) if state == "stale" else None
-        free = state in ("done", "shared") or source is not None
+        if job.job_id in refiled.values() and not work.finished(job.job_id):
+            state = "re-filed"
+        free = state in ("done", "shared", "re-filed") or source is not None
         seconds = 0.0 if free else job.estimated_seconds(args.cpu_step_seconds, measured)
         total += seconds
         pending += not free
         print(f"{job.job_id:62s} {state:9s} {seconds / 60:8.1f}m")
         if state == "stale":
             then = f"recorded as {source}, a run of it" if source else "trained anew"
-            print(f"    {stale_reason_of(work, job, results)}: set aside (or re-filed), then {then}")
+            where = f"re-filed as {refiled[job.job_id]}" if job.job_id in refiled else "set aside under stale/"
+            print(f"    {stale_reason_of(work, job, results)}: {where}, then {then}")
     print("(shared: recorded as another finished run with the same settings, e.g. its registration twin when auto "
           "chose the forced method; after twin: shared or trained once the twin has run, counted as to run; "
-          "stale: finished under other defaults)")
+          "stale: finished under other defaults; re-filed: a stale record of another id is this job's run)")
     from benchmarks.reproduce.store import read_json
 
     prepare = sum(PREPARE_SECONDS for d in sorted({j.dataset for j in jobs})

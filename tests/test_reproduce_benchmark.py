@@ -424,9 +424,9 @@ def _runner_script():
 
 def test_rows_select_rows_of_the_non_core_tables_by_label():
     selection = Selection(datasets=["acdc2"], labeled=[1], seeds=[1, 2], methods=["CTS", "CCTR"],
-                          tables=["core", "robustness"], rows=["w_rs 0.3"])
+                          tables=["core", "robustness"], rows=["w_rs 1 (the paper's)"])
     jobs = build_jobs(selection, 2000)
-    assert sorted({j.method.label for j in jobs}) == ["CCT-R", "CTS", "w_rs 0.3"]  # core rows are --methods'
+    assert sorted({j.method.label for j in jobs}) == ["CCT-R", "CTS", "w_rs 1 (the paper's)"]  # core rows are --methods'
     assert sorted({j.seed for j in jobs}) == [1, 2] and len(jobs) == 6
     with pytest.raises(ValueError, match="unknown row"):
         build_jobs(Selection(datasets=["acdc2"], labeled=[1], seeds=[0], tables=["robustness"], rows=["w_rs 3"]), 10)

@@ -28,6 +28,7 @@ def test_paper_defaults():
     assert (c.w_c, c.tau, c.n_anchors, c.n_negatives, c.anchor_threshold) == (1e-3, 0.1, 1000, 500, 0.5)
     assert (c.learning_rate_cnn, c.learning_rate_transformer, c.weight_decay, c.poly_power) == (5e-4, 1e-4, 5e-4, 0.9)
     assert (c.w_cps_max, c.bank_fraction, c.reps_w1, c.reps_w2) == (0.1, 0.2, 0.5, 0.5)
+    assert c.w_rs == 0.3  # not the paper's 1: chosen on validation patients (benchmarks.md)
 
 
 def test_registry_knows_every_trainer_and_refuses_others():

@@ -27,7 +27,10 @@ class TrainerConfig:
     w_cps_max: float = 0.1  # w_cps(i) = w_cps_max * exp(-5 * (1 - i / i_total)^2)
     w_cps_sharpness: float = 5.0
     w_c: float = 1e-3  # supervised contrastive loss
-    w_rs: float = 1.0  # registration supervision loss (the paper gives no weight; decision: 1, constant)
+    #: registration supervision loss; the paper adds it without a weight (1). 0.3 won on the ACDC-like population's
+    #: validation patients at 3 of 3 seeds and kept the phantom's hidden-label Dice (documentation/benchmarks.md,
+    #: "The rule for changing the default w_rs"); --set w_rs=1 is the paper's sum
+    w_rs: float = 0.3
     # modules (ablation switches)
     cps: bool = True  # cross pseudo supervision between the branches
     rsl: bool = True  # registration supervision loss with registered labels
