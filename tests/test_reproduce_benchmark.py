@@ -513,6 +513,7 @@ def test_a_changed_default_makes_a_record_stale_and_it_is_refiled_to_the_row_it_
     assert reproduce.job_state(work, cctr, listed) == "stale"
     assert f"w_rs {old!r} (now {new!r})" in reproduce.stale_reason_of(work, cctr, work.all_results())
     assert reproduce.job_state(work, forced, listed) == "done"  # it names its weight itself
+    assert reproduce.refile_plan(work, jobs, work.all_results()) == {cctr.job_id: previous.job_id}  # the dry run's
     reproduce.set_aside_stale_records(work, jobs)
     moved = work.load_result(previous.job_id)
     assert moved["moved_from"]["job_id"] == cctr.job_id and moved["job"]["id"] == previous.job_id
