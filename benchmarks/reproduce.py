@@ -100,38 +100,13 @@ def job_state(work: WorkFolder, job: Job, listed: set[str], results: dict[str, d
     ``listed`` and has not run) or ``to run``; the dry run prints it and run_jobs() schedules by it."""
     results = work.all_results() if results is None else results
     if work.finished(job.job_id):
-        return "stale" if stale_reason_of(work, job, results) else "done"
+        return "stale" if record_validity.stale_reason_of(work, job, results) else "done"
     if record_validity.serving_record(work, job, results) is not None:
         return "shared"
     twin = registration_twin(job)
     if twin is not None and twin[0].job_id in listed and not work.finished(twin[0].job_id):
         return "after twin"
     return "to run"
-
-
-def stale_reason_of(work: WorkFolder, job: Job, results: dict[str, dict]) -> str | None:
-    chosen = record_validity.auto_choice(work, job.dataset, job.labeled, job.seed, results)
-    return record_validity.stale_reason(results.get(job.job_id) or {}, job, chosen)
-
-
-def refile_target(work: WorkFolder, job: Job, jobs: list[Job], results: dict[str, dict],
-                  taken: set[str] = frozenset()) -> Job | None:
-    """The listed, unfinished job (not in ``taken``) that ``job``'s stale record is a run of, or None."""
-    record = results[job.job_id]
-    chosen = record_validity.auto_choice(work, job.dataset, job.labeled, job.seed, results)
-    return next((j for j in jobs if j.job_id != job.job_id and j.job_id not in taken and not work.finished(j.job_id)
-                 and record_validity.serves(record, j, chosen)), None)
-
-
-def refile_plan(work: WorkFolder, jobs: list[Job], results: dict[str, dict]) -> dict[str, str]:
-    """stale job id -> the id its record will be re-filed as (what set_aside_stale_records() will do)."""
-    plan: dict[str, str] = {}
-    for job in jobs:
-        if work.finished(job.job_id) and stale_reason_of(work, job, results):
-            target = refile_target(work, job, jobs, results, set(plan.values()))
-            if target is not None:
-                plan[job.job_id] = target.job_id
-    return plan
 
 
 def set_aside_stale_records(work: WorkFolder, jobs: list[Job]) -> None:
@@ -143,10 +118,10 @@ def set_aside_stale_records(work: WorkFolder, jobs: list[Job]) -> None:
         results = work.all_results()
         if not work.finished(job.job_id):
             continue
-        reason = stale_reason_of(work, job, results)
+        reason = record_validity.stale_reason_of(work, job, results)
         if reason is None:
             continue
-        target = refile_target(work, job, jobs, results)
+        target = record_validity.refile_target(work, job, jobs, results)
         moved = record_validity.move_record(work, job.job_id, None if target is None else job_record(target), reason)
         runner.log(f"{job.job_id}: stale ({reason}); moved to {moved.parent if target is None else target.job_id}"
                    f"{'' if target is None else ', the job it is a run of'}; {job.job_id} is trained anew unless "
@@ -161,7 +136,7 @@ def print_dry_run(jobs: list[Job], work: WorkFolder, args: argparse.Namespace, i
     print(f"{'job':62s} {'state':9s} {'estimate':>9s}")
     listed = {job.job_id for job in jobs}
     results = work.all_results()
-    refiled = refile_plan(work, jobs, results)
+    refiled = record_validity.refile_plan(work, jobs, results)
     for job in jobs:
         state = job_state(work, job, listed, results)
         source = record_validity.serving_record(work, job, results) if state == "stale" else None
@@ -175,7 +150,7 @@ def print_dry_run(jobs: list[Job], work: WorkFolder, args: argparse.Namespace, i
         if state == "stale":
             then = f"recorded as {source}, a run of it" if source else "trained anew"
             where = f"re-filed as {refiled[job.job_id]}" if job.job_id in refiled else "set aside under stale/"
-            print(f"    {stale_reason_of(work, job, results)}: {where}, then {then}")
+            print(f"    {record_validity.stale_reason_of(work, job, results)}: {where}, then {then}")
     print("(shared: recorded as another finished run with the same settings, e.g. its registration twin when auto "
           "chose the forced method; after twin: shared or trained once the twin has run, counted as to run; "
           "stale: finished under other defaults; re-filed: a stale record of another id is this job's run)")

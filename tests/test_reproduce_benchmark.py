@@ -511,9 +511,12 @@ def test_a_changed_default_makes_a_record_stale_and_it_is_refiled_to_the_row_it_
     # LS has RSL off: w_rs is inert there, so its record stands
     assert reproduce.job_state(work, ls, listed) == "done"
     assert reproduce.job_state(work, cctr, listed) == "stale"
-    assert f"w_rs {old!r} (now {new!r})" in reproduce.stale_reason_of(work, cctr, work.all_results())
+    assert f"w_rs {old!r} (now {new!r})" in record_validity.stale_reason_of(work, cctr, work.all_results())
     assert reproduce.job_state(work, forced, listed) == "done"  # it names its weight itself
-    assert reproduce.refile_plan(work, jobs, work.all_results()) == {cctr.job_id: previous.job_id}  # the dry run's
+    assert record_validity.refile_plan(work, jobs, work.all_results()) == {cctr.job_id: previous.job_id}  # the dry run's
+    shown, notes = record_validity.tabled_results(work, jobs)  # what a report shows before anything moves
+    assert shown[previous.job_id]["settings"]["w_rs"] == old and shown[cctr.job_id]["same_run_as"] == forced.job_id
+    assert len(notes) == 1 and notes[0].startswith(cctr.job_id) and previous.job_id in notes[0]
     reproduce.set_aside_stale_records(work, jobs)
     moved = work.load_result(previous.job_id)
     assert moved["moved_from"]["job_id"] == cctr.job_id and moved["job"]["id"] == previous.job_id

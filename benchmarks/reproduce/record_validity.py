@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping, Sequence
 
 from benchmarks.reproduce.jobs import Job
 from benchmarks.reproduce.store import WorkFolder, read_json
@@ -140,6 +140,59 @@ def _job_of(record: Mapping[str, Any], like: Job) -> Job:
     j = record.get("job", {})
     method = replace(like.method, settings=tuple(j.get("settings", ())))
     return replace(like, method=method, iterations=int(j.get("iterations", like.iterations)))
+
+
+def stale_reason_of(work: WorkFolder, job: Job, results: Mapping[str, dict]) -> str | None:
+    """stale_reason() of the record filed under ``job``'s id, with the registration ``auto`` chose for it."""
+    chosen = auto_choice(work, job.dataset, job.labeled, job.seed, results)
+    return stale_reason(results.get(job.job_id) or {}, job, chosen)
+
+
+def refile_target(work: WorkFolder, job: Job, jobs: Sequence[Job], results: Mapping[str, dict],
+                  taken: Collection[str] = frozenset()) -> Job | None:
+    """The listed, unfinished job (not in ``taken``) that ``job``'s stale record is a run of, or None."""
+    record = results[job.job_id]
+    chosen = auto_choice(work, job.dataset, job.labeled, job.seed, results)
+    return next((j for j in jobs if j.job_id != job.job_id and j.job_id not in taken and not work.finished(j.job_id)
+                 and serves(record, j, chosen)), None)
+
+
+def refile_plan(work: WorkFolder, jobs: Sequence[Job], results: Mapping[str, dict]) -> dict[str, str]:
+    """stale job id -> the id its record is re-filed as, for the listed jobs (what the runner will do)."""
+    plan: dict[str, str] = {}
+    for job in jobs:
+        if work.finished(job.job_id) and stale_reason_of(work, job, results):
+            target = refile_target(work, job, jobs, results, set(plan.values()))
+            if target is not None:
+                plan[job.job_id] = target.job_id
+    return plan
+
+
+def tabled_results(work: WorkFolder, jobs: Sequence[Job]) -> tuple[dict[str, dict], list[str]]:
+    """The records to table for ``jobs`` under the present settings, and a note per change: a stale record is
+    left out of its own row (and shown in the row it is a run of, as the runner will re-file it); a job without
+    a record of its own shows another finished run with its settings. Nothing on disk changes."""
+    results = work.all_results()
+    shown = dict(results)
+    notes = []
+    plan = refile_plan(work, jobs, results)
+    for job in jobs:
+        if work.finished(job.job_id) and stale_reason_of(work, job, results):
+            record = shown.pop(job.job_id)
+            # shown away from its run folder: keep what its log says auto chose
+            record = {**record, "registration_auto_choice": (record.get("registration_auto_choice")
+                                                             or logged_auto_choice(work.run_folder(job.job_id)))}
+            target = plan.get(job.job_id)
+            if target is not None:
+                shown[target] = record
+            notes.append(f"{job.job_id}: {stale_reason_of(work, job, results)}; "
+                         + (f"shown as {target}" if target else "left out"))
+    for job in jobs:
+        if job.job_id not in shown:
+            source = serving_record(work, job, shown)
+            if source is not None:
+                shown[job.job_id] = {**shown[source], "same_run_as": shown[source].get("same_run_as", source)}
+    return shown, notes
 
 
 def move_record(work: WorkFolder, job_id: str, target: Mapping[str, Any] | None, reason: str) -> Path:

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 from benchmarks.reproduce.figures import bar_chart, budget_curve, pseudo_label_curves
 from benchmarks.reproduce.jobs import Job, Selection, table_iterations
+from benchmarks.reproduce.record_validity import tabled_results
 from benchmarks.reproduce.store import WorkFolder, read_json
 from benchmarks.reproduce.tables import build_table, group_blocks, render_group_markdown, render_markdown
 from cctrnet.utilities.file_io import save_json
@@ -88,12 +89,14 @@ def machine() -> dict[str, Any]:
 
 def write_table_outputs(table: str, selection: Selection, jobs: Sequence[Job], work: WorkFolder, args: Any,
                         iterations: int, publish: bool) -> str:
-    results = work.all_results()
+    results, notes = tabled_results(work, jobs)  # no record trained under other defaults in a row not its own
     blocks = build_table(table, selection, iterations, results)
     wanted = {jid for block in blocks for row in block["rows"] for jid in row["job_ids"]}
     budgets = table_iterations(table, selection, iterations)
     lines = budget_lines(work, [j for j in jobs if j.job_id in wanted], results, args,
                          budgets if table == "budget" else iterations)
+    lines += [f"Trained under other defaults: {note}." for note in notes
+              if note.split(":", 1)[0] in wanted]
     markdown = render_markdown(TITLES[table], blocks, lines)
     unprocessed = build_table(table, selection, iterations, results, "metrics_without_postprocessing")
     if any(row["n_seeds"] for block in unprocessed for row in block["rows"]):
@@ -141,7 +144,7 @@ def write_table_outputs(table: str, selection: Selection, jobs: Sequence[Job], w
 
 def write_curves(selection: Selection, jobs: Sequence[Job], work: WorkFolder, publish: bool) -> Path | None:
     """Pseudo-label Dice curves of the selected core-table semi-supervised runs (all tables if none)."""
-    results = work.all_results()
+    results, _ = tabled_results(work, jobs)
     core = [results[j.job_id] for j in jobs if j.job_id in results and j.method.trainer in
             ("CPSTrainer", "CTSTrainer", "CCTRTrainer") and not j.method.settings]
     chosen = core or [results[j.job_id] for j in jobs if j.job_id in results]
