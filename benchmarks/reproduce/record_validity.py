@@ -11,6 +11,7 @@ generalises the registration twin: a row forcing the method ``auto`` chose for t
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Collection, Mapping, Sequence
 
@@ -89,7 +90,7 @@ def _registration_agrees(recorded: str, expected: str, chosen: str | None) -> bo
 
 def serves(record: Mapping[str, Any], job: Job, chosen_registration: str | None = None) -> bool:
     """Whether the finished ``record`` is a run of ``job`` under the present settings: same dataset, trainer,
-    N, seed and budget, and the same training settings, where ``auto`` registration equals the method it chose
+    N and seed, and the same training settings (budget and seed among them), where ``auto`` registration equals the method it chose
     for these labeled cases (``chosen_registration``)."""
     j = record.get("job", {})
     expected = expected_settings(job)
@@ -104,8 +105,9 @@ def serves(record: Mapping[str, Any], job: Job, chosen_registration: str | None 
 
 
 def stale_reason(record: Mapping[str, Any], job: Job, chosen_registration: str | None = None) -> str | None:
-    """Why the finished record filed under ``job``'s id no longer stands for it ("w_rs 1.0, now 0.3"), or None.
-    Records without recorded settings (nnU-Net, registration only, older records) are never stale."""
+    """Why the finished record filed under ``job``'s id no longer stands for it ("trained with w_rs 1.0 (now
+    0.3)"), or None. Records without recorded settings (nnU-Net, registration only) are never stale. Only trainer
+    settings count: registrations made under other registration defaults are the preparation's concern."""
     expected = expected_settings(job)
     recorded = record.get("settings")
     if expected is None or not isinstance(recorded, dict) or record.get("status") != "ok":
@@ -135,8 +137,6 @@ def serving_record(work: WorkFolder, job: Job, results: Mapping[str, dict] | Non
 
 def _job_of(record: Mapping[str, Any], like: Job) -> Job:
     """The Job a record was filed under, rebuilt from its job entry (settings and budget) on ``like``'s method."""
-    from dataclasses import replace
-
     j = record.get("job", {})
     method = replace(like.method, settings=tuple(j.get("settings", ())))
     return replace(like, method=method, iterations=int(j.get("iterations", like.iterations)))
