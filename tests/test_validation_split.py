@@ -165,6 +165,25 @@ def test_one_or_two_labeled_cases_say_there_is_nothing_to_validate_and_draw_the_
     assert "nothing to validate on" in log and "Unsupervised proxy instead" in log
     assert [i for i, _ in trainer.log.history["proxy_registered_agreement_A"]] == [2]
     assert "val_dice_A" not in trainer.log.history
+    # the dataset knows the unlabeled cases' labels (simulated semi-supervision): the steadier hidden-label curve
+    assert trainer.setup.hidden_label_cases and [i for i, _ in trainer.log.history["dice_hidden_A"]] == [2]
+    assert 0.0 <= trainer.log.history["dice_hidden_A"][0][1] <= 1.0 and "hidden-label curve" in log
+
+
+def test_hidden_label_curve_measures_fixed_slices_spread_over_the_cases(prepared):
+    from cctrnet.training.train_run import make_trainer
+    from cctrnet.training.validation_curve import build_hidden_label_curve, spread_choice
+
+    assert spread_choice(["d", "a", "c", "b", "e"], 3) == ["a", "c", "e"] and spread_choice(["b", "a"], 0) == ["a", "b"]
+    trainer = make_trainer("1", "CCTRTrainer", num_labeled=1, iterations=2, device_name="cpu",
+                           overrides={**FAST, "validation_max_cases": 2, "validation_max_slices_per_case": 3},
+                           output_folder=prepared["cctr_results"] / "hidden")
+    curve, message = build_hidden_label_curve(trainer)
+    assert [v.case_id for v in curve.volumes] == spread_choice(trainer.setup.hidden_label_cases, 2)
+    assert all(v.reference_zyx.shape[0] == 3 for v in curve.volumes) and "6 slices of 2" in message
+    off = make_trainer("1", "CCTRTrainer", num_labeled=1, iterations=2, device_name="cpu",
+                       overrides={**FAST, "hidden_label_curve": False}, output_folder=prepared["cctr_results"] / "off")
+    assert build_hidden_label_curve(off) == (None, None)
 
 
 def test_proxy_curve_has_its_own_panel():

@@ -23,7 +23,7 @@ from cctrnet.utilities.file_io import save_json
 #: feed it: two runs that differ in them train the same networks
 MONITORING_SETTINGS = frozenset({"num_workers", "checkpoint_every_seconds", "log_every", "pseudo_label_quality_every",
                                  "validation_every", "validation_max_slices_per_case", "validation_max_cases",
-                                 "validation_window_step"})
+                                 "validation_window_step", "hidden_label_curve"})
 AUTO = "auto"
 STALE_FOLDER = "stale"
 

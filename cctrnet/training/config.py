@@ -90,6 +90,10 @@ class TrainerConfig:
     validation_max_slices_per_case: int = 8  # evenly spaced slices per case; 0: every slice
     validation_max_cases: int = 4  # first cases (sorted) measured; 0: every validation case
     validation_window_step: float = 1.0  # sliding-window step / patch size (1: tiles without overlap, cheapest)
+    #: simulated semi-supervision only (unlabeled training cases whose labels the dataset has): branch A's Dice on
+    #: the same fixed slices of such cases at every validation point, ``dice_hidden_A``; a steadier measure of
+    #: pseudo-label quality than the per-batch ``dice_pseudo_*`` (validation_max_* cases and slices)
+    hidden_label_curve: bool = True
     mixed_precision: bool = True  # used on CUDA only
     #: auto: bfloat16 autocast where the GPU supports it (no gradient scaler), else float16 with a scaler
     mixed_precision_dtype: str = "auto"

@@ -26,6 +26,7 @@ from cctrnet.training.pseudo_label_quality import pseudo_label_dice
 
 VALIDATION_KEY = "val_dice_A"
 PROXY_KEY = "proxy_registered_agreement_A"
+HIDDEN_LABEL_KEY = "dice_hidden_A"
 
 
 @dataclass
@@ -124,5 +125,33 @@ def build_validation_curve(trainer) -> tuple[ValidationCurve | None, str]:
             f"{config.validation_every} iterations on {what}; not a validation (the network learns from these labels)")
 
 
-__all__ = ["PROXY_KEY", "VALIDATION_KEY", "ValidationCurve", "build_validation_curve", "curve_volume",
-           "evenly_spaced_slices"]
+def spread_choice(items: Sequence[str], count: int) -> list[str]:
+    """``count`` items spread evenly over ``items`` (sorted), ends included; every item when count <= 0."""
+    ordered = sorted(items)
+    if count <= 0 or count >= len(ordered):
+        return ordered
+    return [ordered[i] for i in sorted({int(round(x)) for x in np.linspace(0, len(ordered) - 1, count)})]
+
+
+def build_hidden_label_curve(trainer) -> tuple[ValidationCurve | None, str | None]:
+    """Branch A's Dice on fixed slices of unlabeled training cases whose labels the dataset hides (simulated
+    semi-supervision; None on a genuinely unlabeled dataset), and one line for the log."""
+    setup, config = trainer.setup, trainer.config
+    hidden = list(getattr(setup, "hidden_label_cases", []) or [])
+    if not hidden or not config.hidden_label_curve or config.validation_every <= 0:
+        return None, None
+    volumes = []
+    for case in spread_choice(hidden, config.validation_max_cases):
+        data, seg, _ = load_preprocessed_case(setup.data_folder, case)
+        if seg is not None:
+            volumes.append(curve_volume(case, data, seg, config.validation_max_slices_per_case))
+    if not volumes:
+        return None, None
+    what = f"{sum(v.reference_zyx.shape[0] for v in volumes)} slices of {len(volumes)} unlabeled training case(s)"
+    return (ValidationCurve(HIDDEN_LABEL_KEY, what, volumes, config.validation_every, config.validation_window_step),
+            f"hidden-label curve: Dice of branch A against the hidden labels of {what} every "
+            f"{config.validation_every} iterations (simulated semi-supervision; hidden_label_curve=false: off)")
+
+
+__all__ = ["HIDDEN_LABEL_KEY", "PROXY_KEY", "VALIDATION_KEY", "ValidationCurve", "build_hidden_label_curve",
+           "build_validation_curve", "curve_volume", "evenly_spaced_slices", "spread_choice"]

@@ -81,6 +81,7 @@ class BaseTrainer:
         self.log = ProgressLog(self.output_folder, writes=self.distributed.is_main)
         self.loader = None  # built lazily in run(): workers start only when training starts
         self.validation_curve = None  # built in run(): training/validation_curve.py
+        self.hidden_label_curve = None  # the same, on unlabeled cases with hidden labels (benchmarks)
         self.data_wait_seconds = 0.0
         self.step_seconds = 0.0
 
@@ -151,9 +152,9 @@ class BaseTrainer:
                         bar.set_postfix(loss=f"{scalars['loss_total']:.3f}", wait=f"{self.data_wait_share():.0%}")
                         self.log.write_line(f"it {self.iteration}: " +
                                             ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
-                    if self.validation_curve is not None and self.validation_curve.due(self.iteration,
-                                                                                       self.num_iterations):
-                        self.measure_validation_curve()
+                    for curve in (self.validation_curve, self.hidden_label_curve):
+                        if curve is not None and curve.due(self.iteration, self.num_iterations):
+                            self.measure_validation_curve(curve)
                     if time.monotonic() - last_save > self.config.checkpoint_every_seconds:
                         self.save(self.output_folder / "checkpoint_latest.pth")
                         self.log.plot()
@@ -180,17 +181,19 @@ class BaseTrainer:
 
     def start_validation_curve(self) -> None:
         """Load the slices the validation curve measures, and say in the log what it is (or why there is none)."""
-        from cctrnet.training.validation_curve import build_validation_curve
+        from cctrnet.training.validation_curve import build_hidden_label_curve, build_validation_curve
 
         if not self.distributed.is_main:  # the replicas are equal: rank 0 alone measures and writes the curve
-            self.validation_curve = None
+            self.validation_curve = self.hidden_label_curve = None
             return
         self.validation_curve, message = build_validation_curve(self)
         print(f"[cctrnet] {message}")
         self.log.write_line(message)
+        self.hidden_label_curve, message = build_hidden_label_curve(self)
+        if message:
+            self.log.write_line(message)
 
-    def measure_validation_curve(self) -> None:
-        curve = self.validation_curve
+    def measure_validation_curve(self, curve) -> None:
         started = time.perf_counter()
         dice = curve.measure(self.branches["branch_a"], self.setup.configuration["patch_size_yx"],
                              self.setup.num_classes, self.device)
