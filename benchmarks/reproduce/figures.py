@@ -79,7 +79,9 @@ def budget_curve(blocks: Sequence[dict[str, Any]], title: str, path: Path) -> Pa
 
 
 CURVE_LABELS = {"dice_pseudo_A": "branch A pseudo-labels", "dice_pseudo_B": "branch B pseudo-labels",
-                "dice_registered": "registered labels"}
+                "dice_registered": "registered labels",
+                # the same fixed slices at every point (cctrnet.training.validation_curve), the steadier measure
+                "dice_hidden_A": "branch A, fixed slices"}
 
 
 def pseudo_label_curves(results: Sequence[dict[str, Any]], path: Path) -> Path | None:
@@ -96,7 +98,8 @@ def pseudo_label_curves(results: Sequence[dict[str, Any]], path: Path) -> Path |
     columns = min(3, len(keys))
     rows = (len(keys) + columns - 1) // columns
     figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.3 * rows), squeeze=False)
-    colours = {"dice_pseudo_A": "tab:blue", "dice_pseudo_B": "tab:orange", "dice_registered": "tab:green"}
+    colours = {"dice_pseudo_A": "tab:blue", "dice_pseudo_B": "tab:orange", "dice_registered": "tab:green",
+               "dice_hidden_A": "tab:purple"}
     for axis, key in zip(axes.flat, keys):
         for curve, label in CURVE_LABELS.items():
             series = [r["pseudo_label_curves"][curve] for r in panels[key] if curve in r["pseudo_label_curves"]]
