@@ -137,8 +137,10 @@ def print_dry_run(jobs: list[Job], work: WorkFolder, args: argparse.Namespace, i
     listed = {job.job_id for job in jobs}
     results = work.all_results()
     refiled = record_validity.refile_plan(work, jobs, results)
+    states = {job.job_id: job_state(work, job, listed, results) for job in jobs}
+    _, _, same_run = wait_for_same_runs([(j.job_id, j) for j in jobs if states[j.job_id] == "to run"], [])
     for job in jobs:
-        state = job_state(work, job, listed, results)
+        state = "after twin" if job.job_id in same_run else states[job.job_id]
         source = record_validity.serving_record(work, job, results) if state == "stale" else None
         if job.job_id in refiled.values() and not work.finished(job.job_id):
             state = "re-filed"
@@ -227,7 +229,26 @@ def run_jobs(jobs: list[Job], work: WorkFolder, args: argparse.Namespace,
             waiting.append((f"[{index}/{len(jobs)}] {job.job_id}", job))  # may be the twin's run: decided after it
         else:
             todo.append((f"[{index}/{len(jobs)}] {job.job_id}", job))
-    run_pool(todo, waiting, work, prepared, args, measured)
+    todo, waiting, twins = wait_for_same_runs(todo, waiting)
+    run_pool(todo, waiting, work, prepared, args, measured, twins)
+
+
+def wait_for_same_runs(todo: list[tuple[str, Job]], waiting: list[tuple[str, Job]]
+                       ) -> tuple[list[tuple[str, Job]], list[tuple[str, Job]], dict[str, str]]:
+    """Move each job of ``todo`` that may be the same run as an earlier one (two rows with the same settings, or
+    a row forcing a method after the ``auto`` row) to ``waiting``, so one trains and the other is recorded as its
+    run (or trains after it, when ``auto`` chose otherwise); returns todo, waiting and job id -> the id it waits for."""
+    twins = {job.job_id: twin for _, job in waiting if (twin := _twin_id(job)) is not None}
+    kept: list[tuple[str, Job]] = []
+    waiting = list(waiting)
+    for name, job in todo:
+        earlier = next((k for _, k in kept if record_validity.may_be_same_run(k, job)), None)
+        if earlier is None:
+            kept.append((name, job))
+        else:
+            waiting.append((name, job))
+            twins[job.job_id] = earlier.job_id
+    return kept, waiting, twins
 
 
 def record_shared_run(work: WorkFolder, job: Job, name: str) -> bool:
@@ -255,9 +276,9 @@ def _twin_id(job: Job) -> str | None:
 
 def run_pool(todo: list[tuple[str, Job]], waiting: list[tuple[str, Job]], work: WorkFolder,
              prepared: dict[str, dict | None], args: argparse.Namespace,
-             measured: dict[str, tuple[float, float]]) -> None:
-    """Run ``todo`` ``args.workers`` at a time; each job of ``waiting`` once its registration twin has ended
-    (recorded as the twin's run, or run itself)."""
+             measured: dict[str, tuple[float, float]], twins: dict[str, str] | None = None) -> None:
+    """Run ``todo`` ``args.workers`` at a time; each job of ``waiting`` once the job it waits for (``twins``; by
+    default its registration twin) has ended: recorded as that job's run, or run itself."""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     from benchmarks.reproduce import runner
@@ -266,13 +287,16 @@ def run_pool(todo: list[tuple[str, Job]], waiting: list[tuple[str, Job]], work: 
         runner.log(f"{name} (about {job.estimated_seconds(args.cpu_step_seconds, measured) / 60:.1f} min)")
         return run_job(work, job, prepared[job.dataset], args)
 
+    def twin_of(job: Job) -> str | None:
+        return (twins or {}).get(job.job_id, _twin_id(job))
+
     with ThreadPoolExecutor(max_workers=args.workers) as pool:
         futures = {pool.submit(one, name, job): (name, job) for name, job in todo}
         waiting = list(waiting)
         try:
             while futures or waiting:
                 unfinished = {job.job_id for _, job in futures.values()}
-                for name, job in [w for w in waiting if _twin_id(w[1]) not in unfinished]:
+                for name, job in [w for w in waiting if twin_of(w[1]) not in unfinished]:
                     waiting.remove((name, job))
                     if not record_shared_run(work, job, name):
                         futures[pool.submit(one, name, job)] = (name, job)

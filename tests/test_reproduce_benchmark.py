@@ -564,3 +564,35 @@ def test_records_differing_only_in_monitoring_or_later_added_settings_stand():
     assert not serves(_record_of(cctr, registration_method="affine"), cctr, "affine_deformable")
     assert serves(_record_of(cctr, registration_method="affine_deformable"), cctr, "affine_deformable")
     assert not serves(_record_of(cctr, registration_method="affine_deformable"), cctr, None)  # choice unknown
+
+
+def test_two_rows_with_the_same_settings_train_once(tmp_path, monkeypatch):
+    """A row naming today's default value explicitly is the default row's run: one trains, the other is recorded
+    as it; a row with other settings trains."""
+    from benchmarks.reproduce.jobs import _train
+    from benchmarks.reproduce.record_validity import may_be_same_run
+
+    reproduce = _runner_script()
+    old, other = _w_rs_values()
+    (default,) = build_jobs(Selection(datasets=["acdc2"], labeled=[1], seeds=[0], methods=["CCTR"]), 2000)
+    explicit = Job("acdc2", _train("explicit", "CCTRTrainer", f"w_rs={old}"), 1, 0, 2000)
+    forced = Job("acdc2", _train("forced", "CCTRTrainer", "registration_method=affine_deformable"), 1, 0, 2000)
+    different = Job("acdc2", _train("different", "CCTRTrainer", f"w_rs={other}"), 1, 0, 2000)
+    assert may_be_same_run(default, explicit) and may_be_same_run(default, forced)
+    assert not may_be_same_run(forced, default) and not may_be_same_run(default, different)
+    todo, waiting, twins = reproduce.wait_for_same_runs([(j.job_id, j) for j in (default, explicit, different)], [])
+    assert [j for _, j in todo] == [default, different] and [j for _, j in waiting] == [explicit]
+    assert twins == {explicit.job_id: default.job_id}
+    work, order = WorkFolder(tmp_path), []
+
+    def run_job(work_folder, job, prepared, args):
+        order.append(job.job_id)
+        record = {**_record_of(job), "wall_seconds": 0.0}
+        save_json(record, work_folder.result_path(job.job_id))
+        return record
+
+    monkeypatch.setattr(reproduce, "run_job", run_job)
+    args = type("Args", (), {"workers": 1, "cpu_step_seconds": 0.6})()
+    reproduce.run_pool(todo, waiting, work, {"acdc2": {}}, args, {}, twins)
+    assert order == [default.job_id, different.job_id]
+    assert work.load_result(explicit.job_id)["same_run_as"] == default.job_id

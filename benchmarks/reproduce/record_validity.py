@@ -104,6 +104,18 @@ def serves(record: Mapping[str, Any], job: Job, chosen_registration: str | None 
     return not changes and (registration is None or _registration_agrees(*registration, chosen_registration))
 
 
+def may_be_same_run(first: Job, second: Job) -> bool:
+    """Whether ``second`` may turn out to be a run of ``first`` before either has run: the same training
+    settings, except that ``first`` may leave the registration to ``auto`` where ``second`` forces one."""
+    key = lambda job: (job.dataset, job.method.kind, job.method.trainer, job.labeled, job.seed)  # noqa: E731
+    a, b = expected_settings(first), expected_settings(second)
+    if a is None or b is None or key(first) != key(second):
+        return False
+    changes = setting_changes(a, b)
+    registration = changes.pop("registration_method", None)
+    return not changes and (registration is None or registration[0] == AUTO)
+
+
 def stale_reason(record: Mapping[str, Any], job: Job, chosen_registration: str | None = None) -> str | None:
     """Why the finished record filed under ``job``'s id no longer stands for it ("trained with w_rs 1.0 (now
     0.3)"), or None. Records without recorded settings (nnU-Net, registration only) are never stale. Only trainer
