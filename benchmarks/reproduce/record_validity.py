@@ -10,6 +10,7 @@ generalises the registration twin: a row forcing the method ``auto`` chose for t
 """
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +27,7 @@ MONITORING_SETTINGS = frozenset({"num_workers", "checkpoint_every_seconds", "log
                                  "validation_window_step", "hidden_label_curve"})
 AUTO = "auto"
 STALE_FOLDER = "stale"
+AUTO_REGISTRATION_CHOICE = re.compile(r"registration auto: (\w+)")  # cctr_train's log line
 
 
 def expected_settings(job: Job) -> dict[str, Any] | None:
@@ -67,7 +69,9 @@ def auto_choice(work: WorkFolder, dataset: str, labeled: int | None, seed: int,
         if ((j.get("dataset"), j.get("labeled"), j.get("seed")) != (dataset, labeled, seed)
                 or j.get("kind") != "train" or settings.get("registration_method", AUTO) != AUTO):
             continue
-        chosen = record.get("registration_auto_choice") or logged_auto_choice(run_folder)
+        # records written since 2026-12-02 say it (None: not logged); older ones have only the log
+        chosen = (record["registration_auto_choice"] if "registration_auto_choice" in record
+                  else logged_auto_choice(run_folder))
         if chosen:
             return chosen
     return None
@@ -75,8 +79,6 @@ def auto_choice(work: WorkFolder, dataset: str, labeled: int | None, seed: int,
 
 def logged_auto_choice(run_folder: Path) -> str | None:
     """The method ``--registration auto`` chose, read from a run folder's training logs (None: not logged)."""
-    from benchmarks.reproduce.runner import AUTO_REGISTRATION_CHOICE
-
     for log in sorted((Path(run_folder) / "logs").glob("*_train.log")):
         found = AUTO_REGISTRATION_CHOICE.findall(log.read_text(errors="replace"))
         if found:
@@ -189,7 +191,8 @@ def tabled_results(work: WorkFolder, jobs: Sequence[Job]) -> tuple[dict[str, dic
     notes = []
     plan = refile_plan(work, jobs, results)
     for job in jobs:
-        if work.finished(job.job_id) and stale_reason_of(work, job, results):
+        reason = stale_reason_of(work, job, results) if work.finished(job.job_id) else None
+        if reason:
             record = shown.pop(job.job_id)
             # shown away from its run folder: keep what its log says auto chose
             record = {**record, "registration_auto_choice": (record.get("registration_auto_choice")
@@ -197,7 +200,7 @@ def tabled_results(work: WorkFolder, jobs: Sequence[Job]) -> tuple[dict[str, dic
             target = plan.get(job.job_id)
             if target is not None:
                 shown[target] = record
-            notes.append(f"{job.job_id}: {stale_reason_of(work, job, results)}; "
+            notes.append(f"{job.job_id}: {reason}; "
                          + (f"shown as {target}" if target else "left out"))
     for job in jobs:
         if job.job_id not in shown:

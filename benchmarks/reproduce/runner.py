@@ -244,9 +244,6 @@ def logged_step_seconds(history: dict[str, list]) -> float | None:
     return round(statistics.median(values), 4) if values else None
 
 
-AUTO_REGISTRATION_CHOICE = re.compile(r"registration auto: (\w+)")
-
-
 def auto_registration_choice(work: WorkFolder, job: Job) -> str | None:
     """The method ``--registration auto`` chose in a training job, read from its training log (None: not logged)."""
     from benchmarks.reproduce.record_validity import logged_auto_choice

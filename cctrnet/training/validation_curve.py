@@ -128,16 +128,14 @@ def build_validation_curve(trainer) -> tuple[ValidationCurve | None, str]:
 def spread_choice(items: Sequence[str], count: int) -> list[str]:
     """``count`` items spread evenly over ``items`` (sorted), ends included; every item when count <= 0."""
     ordered = sorted(items)
-    if count <= 0 or count >= len(ordered):
-        return ordered
-    return [ordered[i] for i in sorted({int(round(x)) for x in np.linspace(0, len(ordered) - 1, count)})]
+    return [ordered[i] for i in evenly_spaced_slices(len(ordered), count)]
 
 
 def build_hidden_label_curve(trainer) -> tuple[ValidationCurve | None, str | None]:
     """Branch A's Dice on fixed slices of unlabeled training cases whose labels the dataset hides (simulated
     semi-supervision; None on a genuinely unlabeled dataset), and one line for the log."""
     setup, config = trainer.setup, trainer.config
-    hidden = list(getattr(setup, "hidden_label_cases", []) or [])
+    hidden = setup.hidden_label_cases
     if not hidden or not config.hidden_label_curve or config.validation_every <= 0:
         return None, None
     volumes = []
