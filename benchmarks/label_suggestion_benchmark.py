@@ -48,6 +48,17 @@ def same_run(results: dict[str, Any], trainer: str, num_labeled: int, cases: lis
     return None
 
 
+def draw_cases(with_labels: list[str], num_labeled: int, seed: int,
+               patient_of: dict[str, str] | None = None) -> list[str]:
+    """One random choice: ``num_labeled`` cases, or with declared patients every frame of ``num_labeled``
+    patients (the unit ``cctr_suggest_labels`` and ``cctr_train --labeled`` count)."""
+    if patient_of is None:  # the phantom's draws, unchanged since the first rows
+        return sorted(np.random.default_rng(seed).choice(with_labels, num_labeled, replace=False).tolist())
+    from cctrnet.dataset.labeled_selection import select_labeled_cases
+
+    return select_labeled_cases(with_labels, num_labeled, seed, patient_of)
+
+
 def select_choices(suggested: list[str], draws: list[list[str]], only: list[str] | None
                    ) -> list[tuple[str, list[str]]]:
     """The (name, cases) choices to train: the suggestion and every draw, or only those named in ``only``."""
@@ -134,13 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     from cctrnet.paths import preprocessed_folder
     from cctrnet.preprocessing.case_storage import list_preprocessed_cases
     from cctrnet.registration.label_suggestion import suggest_labels
-    from cctrnet.registration.stage import labeled_cases_of
+    from cctrnet.registration.stage import dataset_patients, labeled_cases_of
     from cctrnet.training.config import parse_set_arguments
     from cctrnet.utilities.file_io import load_json, save_json
 
     overrides = parse_set_arguments(args.set)
     folder = find_dataset_folder(args.dataset, preprocessed_folder())
     with_labels = labeled_cases_of(folder / "2d", list_preprocessed_cases(folder / "2d"))
+    patients = dataset_patients(folder)
     results_path = args.output / "results.json"
     results: dict[str, Any] = load_json(results_path) if results_path.is_file() else {}
     for num_labeled in args.labeled:
@@ -150,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"suggested {unusable} have no label in {folder / '2d'}: this dataset cannot measure the choice",
                   file=sys.stderr)
             return 1
-        draws = [sorted(np.random.default_rng(DRAW_SEED_BASE + k).choice(with_labels, num_labeled, replace=False).tolist())
-                 for k in range(args.draws)]
+        draws = [draw_cases(with_labels, num_labeled, DRAW_SEED_BASE + k, patients) for k in range(args.draws)]
         for trainer in args.trainers:
             try:
                 choices = select_choices(suggested, draws, args.choices)

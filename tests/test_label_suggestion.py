@@ -121,3 +121,67 @@ def test_cli_ids_only_prints_just_the_ids(tmp_path, monkeypatch):
     refused = subprocess.run([sys.executable, "-m", "cctrnet.cli.suggest_labels", "-d", "42", "-n", "9"],
                              capture_output=True, text=True)
     assert refused.returncode == 1 and "only 6 of the 6" in refused.stderr
+
+
+PATIENTS = {"p0": ["a0", "a1"], "p1": ["a2", "a3"], "p2": ["a4", "z"]}
+
+
+def _with_patients(folder: Path) -> Path:
+    (folder / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "x": 1}, "patients": PATIENTS}))
+    return folder
+
+
+def test_with_patients_whole_patients_are_suggested_and_a_patient_covers_by_its_nearest_frame(tmp_path):
+    from cctrnet.registration.label_suggestion import SuggestionError, describe, suggest_labels
+
+    folder = _with_patients(_dataset(tmp_path))
+    # p2 holds the outlier and the cluster's end: labeling it covers z exactly and the cluster from a4, which
+    # no other patient does (p1 = a2, a3 would leave z at the largest distance)
+    first = suggest_labels(folder, 1)
+    assert first["unit"] == "patient" and first["num_units"] == 3
+    assert first["ids"] == ["a4", "z"] and first["suggested"][0]["patient"] == "p2"
+    assert first["suggested"][0]["represents"] == ["a0", "a1", "a2", "a3", "a4", "z"]
+    second = suggest_labels(folder, 2)
+    assert [s["patient"] for s in second["suggested"]] == ["p2", "p0"]
+    assert second["ids"] == ["a4", "z", "a0", "a1"]
+    assert second["nearest_labeled"]["a2"] == "a1" and second["nearest_labeled"]["a3"] == "a4"
+    assert "p2 (a4, z)" in describe(second) and "2 patients to label next (4 volumes)" in describe(second)
+    # a labeled frame makes its patient labeled, with that frame only: p0 by a1 represents a2 better than
+    # p2 would from a4, so p2 is still worth it for z, and p1 is never needed first
+    after = suggest_labels(folder, 1, labeled_cases=["a1"])
+    assert after["already_labeled"] == [{"patient": "p0", "cases": ["a1"], "represents": ["a0", "a1", "a2"]}]
+    assert after["ids"] == ["a4", "z"]
+    with pytest.raises(SuggestionError, match="2 patient.s. asked for, but only 1 of the 3"):
+        suggest_labels(folder, 2, labeled_cases=["a0", "a2"])
+    # single volumes on request: the case suggestion of the tests above
+    assert suggest_labels(folder, 2, group_by_patient=False)["ids"] == ["a2", "z"]
+
+
+def test_a_case_outside_the_declared_patients_is_named(tmp_path):
+    from cctrnet.registration.label_suggestion import SuggestionError, suggest_labels
+
+    folder = _dataset(tmp_path)
+    (folder / "dataset.json").write_text(json.dumps({"patients": {"p0": ["a0", "a1"]}}))
+    with pytest.raises(SuggestionError, match=r"dataset.json declares patients, but case\(s\) a2, a3, a4, z"):
+        suggest_labels(folder, 1)
+
+
+def test_greedy_over_patients_counts_volumes():
+    # three volumes on a line at 0, 1 and 10; candidate units {0, 1} and {10}: one unit covers more volumes
+    distances_to_volumes = np.abs(np.subtract.outer([0.0, 1.0, 10.0], [0.0, 1.0, 10.0]))
+    units = np.stack([distances_to_volumes[:, [0, 1]].min(axis=1), distances_to_volumes[:, 2]], axis=1)
+    picks = greedy_facility_location(units, 1, unit="patient")
+    assert [p.index for p in picks] == [0]  # cost 9 against 19
+    with pytest.raises(ValueError, match="3 patient.s. asked for, but only 2 of the 2"):
+        greedy_facility_location(units, 3, unit="patient")
+
+
+def test_cli_with_patients_prints_every_frame_of_the_suggested_patient(tmp_path, monkeypatch):
+    _with_patients(_dataset(tmp_path))
+    monkeypatch.setenv("cctr_preprocessed", str(tmp_path))
+    out = subprocess.run([sys.executable, "-m", "cctrnet.cli.suggest_labels", "-d", "42", "-n", "1", "--ids-only"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["a4", "z"]
+    per_volume = subprocess.run([sys.executable, "-m", "cctrnet.cli.suggest_labels", "-d", "42", "-n", "1",
+                                 "--ids-only", "--per-volume"], capture_output=True, text=True, check=True)
+    assert per_volume.stdout.split() == ["a2"]

@@ -81,3 +81,17 @@ def test_choices_select_named_draws_and_refuse_unknown_names():
     assert select_choices(["a"], draws, ["random2", "suggested"]) == [("suggested", ["a"]), ("random2", ["b"])]
     with pytest.raises(ValueError, match="random3: no such choice"):
         select_choices(["a"], draws, ["random3"])
+
+
+def test_random_draws_count_patients_when_the_dataset_declares_them_and_keep_the_phantom_draws():
+    import numpy as np
+
+    from benchmarks.label_suggestion_benchmark import draw_cases
+
+    cases = [f"p{p}_{frame}" for p in range(6) for frame in ("ED", "ES")]
+    patient_of = {case: case.split("_")[0] for case in cases}
+    draw = draw_cases(cases, 2, 1000, patient_of)
+    assert len(draw) == 4 and len({patient_of[c] for c in draw}) == 2  # both frames of two patients
+    assert draw == draw_cases(cases, 2, 1000, patient_of)
+    # without patients: the draw of the first phantom rows, unchanged
+    assert draw_cases(cases, 2, 1003) == sorted(np.random.default_rng(1003).choice(cases, 2, replace=False).tolist())

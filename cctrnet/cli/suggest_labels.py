@@ -19,7 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "facility location on the post-registration dissimilarity). Writes "
                     "$cctr_preprocessed/DatasetXXX_Name/registration/<configuration>/suggested_labels.json and .png.")
     parser.add_argument("-d", "--dataset", required=True, help="dataset id (1, 001) or folder name")
-    parser.add_argument("-n", "--num-cases", type=int, required=True, help="how many cases to suggest")
+    parser.add_argument("-n", "--num-cases", type=int, required=True,
+                        help="how many cases to suggest; patients when dataset.json declares them (as cctr_train "
+                             "--labeled counts them), and every frame of a suggested patient is listed")
     parser.add_argument("--labeled-cases", nargs="+", default=[], metavar="CASE",
                         help="cases already labeled: kept, and the suggestion adds to them")
     parser.add_argument("--registration", default="auto", choices=("auto", "affine", "affine_deformable", "affine_bspline"),
@@ -31,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weight of the deformation size against the image term (default 0.5; 0: image only)")
     parser.add_argument("-o", "--output-folder", type=Path, default=None,
                         help="where the JSON and PNG go (default: the registration folder)")
+    parser.add_argument("--per-volume", action="store_true",
+                        help="suggest single volumes even when dataset.json groups them into patients")
     parser.add_argument("--ids-only", action="store_true", help="print only the suggested ids (stdout)")
     return parser
 
@@ -55,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = DissimilaritySettings(deformation_weight=args.deformation_weight)
     try:
         suggestion = suggest_labels(folder, args.num_cases, args.labeled_cases, args.configuration,
-                                    args.registration, register_missing=not args.no_register, settings=settings)
+                                    args.registration, register_missing=not args.no_register, settings=settings,
+                                    group_by_patient=not args.per_volume)
         json_path, figure_path = write_suggestion(suggestion, folder, args.output_folder)
     except (SuggestionError, FileNotFoundError, ValueError, OSError) as error:
         return fail(str(error))

@@ -6,6 +6,12 @@ facility location of :mod:`cctrnet.registration.representatives` from the cases 
 returns the contract written to ``registration/<configuration>/suggested_labels.json`` (with the figure
 ``suggested_labels.png`` beside it): the suggested cases in rank order, each with its score and the cases it
 represents. No label is read, so a dataset without any label works.
+
+When the dataset declares patients (``"patients"`` in dataset.json, e.g. the two frames of an ACDC patient),
+the suggestion chooses patients, as ``cctr_train --labeled N`` counts them: a patient represents a volume by its
+nearest frame, ``num_cases`` counts patients, and ``ids`` lists every frame of the suggested patients (a user
+labels a patient's frames together). A patient with an already labeled case is labeled, with those cases only.
+``group_by_patient=False`` suggests single volumes anyway.
 """
 from __future__ import annotations
 
@@ -66,8 +72,10 @@ def register_missing_pairs(preprocessed_dataset_folder: Path, configuration: str
 def suggest_labels(preprocessed_dataset_folder: Path, num_cases: int, labeled_cases: Sequence[str] = (),
                    configuration: str = "2d", method: str = "auto", register_missing: bool = True,
                    settings: DissimilaritySettings | None = None,
-                   registration_settings: RegistrationSettings | None = None) -> dict[str, Any]:
-    """The suggestion contract (see the module docstring); nothing is written."""
+                   registration_settings: RegistrationSettings | None = None,
+                   group_by_patient: bool = True) -> dict[str, Any]:
+    """The suggestion contract (see the module docstring); nothing is written. ``num_cases`` counts patients
+    when the dataset declares them and ``group_by_patient`` is on."""
     folder = Path(preprocessed_dataset_folder)
     data_folder = folder / configuration
     cases = sorted(list_preprocessed_cases(data_folder)) if data_folder.is_dir() else []
@@ -92,25 +100,71 @@ def suggest_labels(preprocessed_dataset_folder: Path, num_cases: int, labeled_ca
     except ValueError as error:
         raise SuggestionError(str(error)) from None
     labeled = sorted(dict.fromkeys(labeled_cases))
+    patient_of = _patients(folder, cases) if group_by_patient else None
+    units = _units(cases, labeled, patient_of)
+    unit_distances = np.stack([dissimilarity.values[:, [cases.index(c) for c in members]].min(axis=1)
+                               for _, members in units], axis=1)  # (volumes, units)
+    fixed = [k for k, (name, _) in enumerate(units) if name in _labeled_units(labeled, patient_of)]
     try:
-        picks = greedy_facility_location(dissimilarity.values, num_cases, [cases.index(c) for c in labeled])
+        picks = greedy_facility_location(unit_distances, num_cases, fixed, "patient" if patient_of else "case")
     except ValueError as error:
         raise SuggestionError(str(error)) from None
-    return _contract(folder, configuration, dissimilarity, labeled, picks, settings or DissimilaritySettings())
+    return _contract(folder, configuration, dissimilarity, units, unit_distances, fixed, picks,
+                     settings or DissimilaritySettings(), patient_of is not None)
 
 
-def _contract(folder: Path, configuration: str, dissimilarity: Dissimilarity, labeled: list[str], picks,
-              settings: DissimilaritySettings) -> dict[str, Any]:
+def _patients(folder: Path, cases: Sequence[str]) -> dict[str, str] | None:
+    """Case id -> patient id from the preprocessed dataset.json, or None when it declares no patients."""
+    from cctrnet.registration.stage import dataset_patients
+
+    patient_of = dataset_patients(folder)
+    if not patient_of:
+        return None
+    orphans = [c for c in cases if c not in patient_of]
+    if orphans:
+        raise SuggestionError(f"{folder / 'dataset.json'} declares patients, but case(s) {', '.join(orphans[:5])} "
+                              "belong to none; add them to \"patients\" or use --per-volume")
+    return dict(patient_of)
+
+
+def _labeled_units(labeled: Sequence[str], patient_of: dict[str, str] | None) -> set[str]:
+    return set(labeled) if patient_of is None else {patient_of[c] for c in labeled}
+
+
+def _units(cases: Sequence[str], labeled: Sequence[str], patient_of: dict[str, str] | None
+           ) -> list[tuple[str, list[str]]]:
+    """(name, member cases) of every unit a suggestion may choose or starts from: a volume each, or a patient
+    each (a labeled patient with its labeled cases only, since those are what the labels cover)."""
+    if patient_of is None:
+        return [(c, [c]) for c in cases]
+    labeled_units = _labeled_units(labeled, patient_of)
+    members: dict[str, list[str]] = {}
+    for case in cases:
+        if patient_of[case] not in labeled_units or case in labeled:
+            members.setdefault(patient_of[case], []).append(case)
+    return sorted(members.items())
+
+
+def _contract(folder: Path, configuration: str, dissimilarity: Dissimilarity, units: list[tuple[str, list[str]]],
+              unit_distances: np.ndarray, fixed: list[int], picks, settings: DissimilaritySettings,
+              by_patient: bool) -> dict[str, Any]:
     cases, values = dissimilarity.cases, dissimilarity.values
-    fixed = [cases.index(c) for c in labeled]
     chosen = fixed + [p.index for p in picks]
-    nearest = assign_to_nearest(values, chosen)
-    represents = {cases[s]: sorted(cases[i] for i in range(len(cases)) if nearest[i] == s) for s in chosen}
+    nearest_unit = assign_to_nearest(unit_distances, chosen)
+    represents = {units[u][0]: sorted(cases[i] for i in range(len(cases)) if nearest_unit[i] == u) for u in chosen}
+    # the frame of the representing unit that is nearest to each volume (the figure's lines)
+    nearest_case = {case: min(units[nearest_unit[i]][1], key=lambda m: (values[i, cases.index(m)], m))
+                    for i, case in enumerate(cases)}
     coordinates, kept_share = classical_mds(values)
-    suggested = [{"rank": rank, "case": cases[p.index], "score": round(p.share, 4), "gain": round(p.gain, 4),
-                  "represents": represents[cases[p.index]],
+
+    def entry(u: int) -> dict[str, Any]:
+        name, members = units[u]
+        head = {"patient": name} if by_patient else {"case": name}
+        return {**head, "cases": members, "represents": represents[name]}
+
+    suggested = [{"rank": rank, **entry(p.index), "score": round(p.share, 4), "gain": round(p.gain, 4),
                   "mean_dissimilarity_to_represented": round(float(np.mean(
-                      [values[p.index, cases.index(c)] for c in represents[cases[p.index]]])), 4)}
+                      [unit_distances[cases.index(c), p.index] for c in represents[units[p.index][0]]])), 4)}
                  for rank, p in enumerate(picks, start=1)]
     return {
         "dataset": folder.name,
@@ -130,12 +184,14 @@ def _contract(folder: Path, configuration: str, dissimilarity: Dissimilarity, la
                      "score: share of the coverage cost before the first suggestion (sum over cases of the "
                      "dissimilarity to the nearest labeled case) that labeling this case removes",
         "num_cases": len(cases),
-        "already_labeled": [{"case": c, "represents": represents[c]} for c in labeled],
+        "unit": "patient" if by_patient else "case",
+        "num_units": len(units),
+        "already_labeled": [entry(u) for u in fixed],
         "suggested": suggested,
-        "ids": [s["case"] for s in suggested],
-        "coverage_cost_before": round(coverage_cost(values, fixed), 4),
-        "coverage_cost_after": round(coverage_cost(values, chosen), 4),
-        "nearest_labeled": {c: cases[nearest[i]] for i, c in enumerate(cases)},
+        "ids": [c for s in suggested for c in s["cases"]],
+        "coverage_cost_before": round(coverage_cost(unit_distances, fixed), 4),
+        "coverage_cost_after": round(coverage_cost(unit_distances, chosen), 4),
+        "nearest_labeled": nearest_case,
         "cases": cases,
         "dissimilarity_matrix": np.round(values, MATRIX_DECIMALS).tolist(),
         "embedding_2d": {"method": "classical MDS", "share_of_variance": round(kept_share, 4),
@@ -160,14 +216,22 @@ def write_suggestion(suggestion: dict[str, Any], preprocessed_dataset_folder: Pa
 
 def describe(suggestion: dict[str, Any]) -> str:
     """The ranked list as text lines."""
-    lines = [f"{suggestion['dataset']}: {len(suggestion['ids'])} case(s) to label next, from the "
-             f"{suggestion['registration_method']} registrations of {suggestion['num_cases']} volumes"]
+    unit = suggestion.get("unit", "case")
+    count = len(suggestion["suggested"])
+    lines = [f"{suggestion['dataset']}: {count} {unit}{'s' if count != 1 else ''} to label next"
+             + (f" ({len(suggestion['ids'])} volumes)" if unit == "patient" else "")
+             + f", from the {suggestion['registration_method']} registrations of {suggestion['num_cases']} volumes"]
+
+    def name(entry: dict[str, Any]) -> str:
+        return entry["case"] if unit == "case" else f"{entry['patient']} ({', '.join(entry['cases'])})"
+
     for entry in suggestion["already_labeled"]:
-        lines.append(f"  labeled  {entry['case']:<16} represents {len(entry['represents'])}: "
+        lines.append(f"  labeled  {name(entry):<16} represents {len(entry['represents'])}: "
                      f"{', '.join(entry['represents'])}")
     for entry in suggestion["suggested"]:
-        lines.append(f"  {entry['rank']:>2}.      {entry['case']:<16} score {entry['score']:.3f}  represents "
+        lines.append(f"  {entry['rank']:>2}.      {name(entry):<16} score {entry['score']:.3f}  represents "
                      f"{len(entry['represents'])}: {', '.join(entry['represents'])}")
     lines.append(f"  coverage cost {suggestion['coverage_cost_before']:.3f} -> {suggestion['coverage_cost_after']:.3f} "
-                 "(sum of every case's dissimilarity to its nearest labeled case)")
+                 "(sum of every volume's dissimilarity to its nearest labeled "
+                 f"{unit})")
     return "\n".join(lines)

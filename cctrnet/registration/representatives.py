@@ -7,6 +7,10 @@ case that lowers the cost most (ties: the smaller case id), so the choice is det
 cases, and the choice for n is the choice for n - 1 plus one case (label them in rank order). The covered
 amount ``N max d - cost`` is monotone submodular, so greedy is within (1 - 1/e) of the best set of its size.
 
+The same greedy works between two sets: ``distances[i, u]`` from every volume i to every candidate u (a patient,
+whose distance to a volume is that of its nearest frame), so the choice can be made over patients while the
+cost still counts volumes.
+
 **Classical MDS** (Torgerson): the 2D points whose distances best match the dissimilarity, for the figure only.
 """
 from __future__ import annotations
@@ -38,16 +42,19 @@ def coverage_cost(distances: np.ndarray, chosen: Sequence[int]) -> float:
     return _cost(distances, chosen, float(distances.max()))
 
 
-def greedy_facility_location(distances: np.ndarray, num_new: int, fixed: Sequence[int] = ()) -> list[Pick]:
-    """``num_new`` indices added greedily to ``fixed`` (never re-chosen); ties go to the lower index."""
-    size = distances.shape[0]
-    if distances.shape != (size, size):
-        raise ValueError(f"the dissimilarity must be square, got shape {distances.shape}")
+def greedy_facility_location(distances: np.ndarray, num_new: int, fixed: Sequence[int] = (),
+                              unit: str = "case") -> list[Pick]:
+    """``num_new`` candidate (column) indices added greedily to ``fixed`` (never re-chosen); ties go to the lower
+    index. ``distances`` is (volumes, candidates); square when the candidates are the volumes themselves."""
+    if distances.ndim != 2 or 0 in distances.shape:
+        raise ValueError(f"the dissimilarity must be a non-empty matrix, got shape {distances.shape}")
+    size = distances.shape[1]
     chosen = list(dict.fromkeys(int(i) for i in fixed))
     if num_new < 1:
-        raise ValueError(f"the number of cases to suggest must be at least 1, got {num_new}")
+        raise ValueError(f"the number of {unit}s to suggest must be at least 1, got {num_new}")
     if num_new > size - len(chosen):
-        raise ValueError(f"{num_new} case(s) asked for, but only {size - len(chosen)} of the {size} are not labeled yet")
+        raise ValueError(f"{num_new} {unit}(s) asked for, but only {size - len(chosen)} of the {size} are not "
+                         "labeled yet")
     empty_cost = float(distances.max())
     picks = []
     start = _cost(distances, chosen, empty_cost)
@@ -67,11 +74,13 @@ def greedy_facility_location(distances: np.ndarray, num_new: int, fixed: Sequenc
 
 
 def assign_to_nearest(distances: np.ndarray, chosen: Sequence[int]) -> list[int]:
-    """For every index, the element of ``chosen`` nearest to it (a chosen index is its own; ties: the first)."""
+    """For every row, the element of ``chosen`` (columns) nearest to it (ties: the first). With a square matrix a
+    chosen index is its own."""
     columns = list(chosen)
     nearest = [columns[int(k)] for k in np.argmin(distances[:, columns], axis=1)]
-    for index in columns:
-        nearest[index] = index
+    if distances.shape[0] == distances.shape[1]:
+        for index in columns:
+            nearest[index] = index
     return nearest
 
 

@@ -1,4 +1,5 @@
-"""``suggested_labels.png``: the 2D classical-MDS embedding of the dissimilarity, suggested cases marked."""
+"""``suggested_labels.png``: the 2D classical-MDS embedding of the dissimilarity, suggested cases marked (every
+frame of a suggested patient, with the patient's rank)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,11 @@ from cctrnet.utilities.file_io import atomic_path
 
 FIGURE_SIZE_INCHES = (7.0, 6.0)
 FIGURE_DPI = 110
+
+
+def _cases(entry: dict[str, Any]) -> list[str]:
+    """The volumes of a suggested or labeled entry (a patient's frames, or the one case)."""
+    return list(entry.get("cases") or [entry["case"]])
 
 
 def plot_suggestion(suggestion: dict[str, Any], path: Path) -> None:
@@ -20,8 +26,8 @@ def plot_suggestion(suggestion: dict[str, Any], path: Path) -> None:
 
     points = suggestion["embedding_2d"]["coordinates"]
     nearest = suggestion["nearest_labeled"]
-    suggested = {entry["case"]: entry["rank"] for entry in suggestion["suggested"]}
-    labeled = {entry["case"] for entry in suggestion["already_labeled"]}
+    suggested = {case: entry["rank"] for entry in suggestion["suggested"] for case in _cases(entry)}
+    labeled = {case for entry in suggestion["already_labeled"] for case in _cases(entry)}
     representatives = sorted(set(nearest.values()))
     colours = {case: plt.get_cmap("tab10")(k % 10) for k, case in enumerate(representatives)}
     figure, axis = plt.subplots(figsize=FIGURE_SIZE_INCHES)

@@ -113,9 +113,10 @@ def cases_section(sources: ReportSources) -> tuple[str, list[str]]:
     suggestion = sources.suggestion
     if suggestion:
         ids = suggestion.get("ids", [])
+        already = {c for e in suggestion.get("already_labeled", []) for c in (e.get("cases") or [e.get("case")])}
         html += (f"<p>cctr_suggest_labels suggested <b>{escape(', '.join(ids))}</b> "
                  f"({escape(str(suggestion.get('registration_method')))} registrations); "
-                 f"this run labels {'exactly these' if set(ids) | {e['case'] for e in suggestion.get('already_labeled', [])} == set(labeled) else 'other cases'}.</p>")
+                 f"this run labels {'exactly these' if set(ids) | already == set(labeled) else 'other cases'}.</p>")
         figure = sources.registration_folder / suggestion.get("figure", "suggested_labels.png")
         if figure.is_file():
             html += f"<img class='wide' src='{figures.file_uri(figure)}' alt='label suggestion'>"
