@@ -104,7 +104,8 @@ def suggest_labels(preprocessed_dataset_folder: Path, num_cases: int, labeled_ca
     units = _units(cases, labeled, patient_of)
     unit_distances = np.stack([dissimilarity.values[:, [cases.index(c) for c in members]].min(axis=1)
                                for _, members in units], axis=1)  # (volumes, units)
-    fixed = [k for k, (name, _) in enumerate(units) if name in _labeled_units(labeled, patient_of)]
+    labeled_units = _labeled_units(labeled, patient_of)
+    fixed = [k for k, (name, _) in enumerate(units) if name in labeled_units]
     try:
         picks = greedy_facility_location(unit_distances, num_cases, fixed, "patient" if patient_of else "case")
     except ValueError as error:
