@@ -48,17 +48,6 @@ def same_run(results: dict[str, Any], trainer: str, num_labeled: int, cases: lis
     return None
 
 
-def draw_cases(with_labels: list[str], num_labeled: int, seed: int,
-               patient_of: dict[str, str] | None = None) -> list[str]:
-    """One random choice: ``num_labeled`` cases, or with declared patients every frame of ``num_labeled``
-    patients (the unit ``cctr_suggest_labels`` and ``cctr_train --labeled`` count)."""
-    if patient_of is None:  # the phantom's draws, unchanged since the first rows
-        return sorted(np.random.default_rng(seed).choice(with_labels, num_labeled, replace=False).tolist())
-    from cctrnet.dataset.labeled_selection import select_labeled_cases
-
-    return select_labeled_cases(with_labels, num_labeled, seed, patient_of)
-
-
 def select_choices(suggested: list[str], draws: list[list[str]], only: list[str] | None
                    ) -> list[tuple[str, list[str]]]:
     """The (name, cases) choices to train: the suggestion and every draw, or only those named in ``only``."""
@@ -141,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs="*", default=["num_workers=0"], metavar="KEY=VALUE")
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args(argv)
+    from cctrnet.dataset.labeled_selection import select_labeled_cases
     from cctrnet.dataset.raw_dataset import find_dataset_folder
     from cctrnet.paths import preprocessed_folder
     from cctrnet.preprocessing.case_storage import list_preprocessed_cases
@@ -162,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"suggested {unusable} have no label in {folder / '2d'}: this dataset cannot measure the choice",
                   file=sys.stderr)
             return 1
-        draws = [draw_cases(with_labels, num_labeled, DRAW_SEED_BASE + k, patients) for k in range(args.draws)]
+        # cctr_train's own rule: N cases, or every frame of N patients when dataset.json declares them
+        draws = [select_labeled_cases(with_labels, num_labeled, DRAW_SEED_BASE + k, patients)
+                 for k in range(args.draws)]
         for trainer in args.trainers:
             try:
                 choices = select_choices(suggested, draws, args.choices)

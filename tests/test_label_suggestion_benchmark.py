@@ -84,14 +84,16 @@ def test_choices_select_named_draws_and_refuse_unknown_names():
 
 
 def test_random_draws_count_patients_when_the_dataset_declares_them_and_keep_the_phantom_draws():
+    """The benchmark draws with cctr_train's rule; without patients that is the draw of the first phantom rows."""
     import numpy as np
 
-    from benchmarks.label_suggestion_benchmark import draw_cases
+    from cctrnet.dataset.labeled_selection import select_labeled_cases
 
     cases = [f"p{p}_{frame}" for p in range(6) for frame in ("ED", "ES")]
     patient_of = {case: case.split("_")[0] for case in cases}
-    draw = draw_cases(cases, 2, 1000, patient_of)
+    draw = select_labeled_cases(cases, 2, 1000, patient_of)
     assert len(draw) == 4 and len({patient_of[c] for c in draw}) == 2  # both frames of two patients
-    assert draw == draw_cases(cases, 2, 1000, patient_of)
-    # without patients: the draw of the first phantom rows, unchanged
-    assert draw_cases(cases, 2, 1003) == sorted(np.random.default_rng(1003).choice(cases, 2, replace=False).tolist())
+    assert draw == select_labeled_cases(cases, 2, 1000, patient_of)
+    for seed in range(1000, 1020):
+        assert select_labeled_cases(cases, 2, seed) == sorted(
+            np.random.default_rng(seed).choice(cases, 2, replace=False).tolist())

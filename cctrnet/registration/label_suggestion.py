@@ -102,7 +102,8 @@ def suggest_labels(preprocessed_dataset_folder: Path, num_cases: int, labeled_ca
     labeled = sorted(dict.fromkeys(labeled_cases))
     patient_of = _patients(folder, cases) if group_by_patient else None
     units = _units(cases, labeled, patient_of)
-    unit_distances = np.stack([dissimilarity.values[:, [cases.index(c) for c in members]].min(axis=1)
+    position = {case: i for i, case in enumerate(cases)}
+    unit_distances = np.stack([dissimilarity.values[:, [position[c] for c in members]].min(axis=1)
                                for _, members in units], axis=1)  # (volumes, units)
     labeled_units = _labeled_units(labeled, patient_of)
     fixed = [k for k, (name, _) in enumerate(units) if name in labeled_units]
@@ -150,11 +151,12 @@ def _contract(folder: Path, configuration: str, dissimilarity: Dissimilarity, un
               unit_distances: np.ndarray, fixed: list[int], picks, settings: DissimilaritySettings,
               by_patient: bool) -> dict[str, Any]:
     cases, values = dissimilarity.cases, dissimilarity.values
+    position = {case: i for i, case in enumerate(cases)}
     chosen = fixed + [p.index for p in picks]
     nearest_unit = assign_to_nearest(unit_distances, chosen)
     represents = {units[u][0]: sorted(cases[i] for i in range(len(cases)) if nearest_unit[i] == u) for u in chosen}
     # the frame of the representing unit that is nearest to each volume (the figure's lines)
-    nearest_case = {case: min(units[nearest_unit[i]][1], key=lambda m: (values[i, cases.index(m)], m))
+    nearest_case = {case: min(units[nearest_unit[i]][1], key=lambda m: (values[i, position[m]], m))
                     for i, case in enumerate(cases)}
     coordinates, kept_share = classical_mds(values)
 
@@ -165,7 +167,7 @@ def _contract(folder: Path, configuration: str, dissimilarity: Dissimilarity, un
 
     suggested = [{"rank": rank, **entry(p.index), "score": round(p.share, 4), "gain": round(p.gain, 4),
                   "mean_dissimilarity_to_represented": round(float(np.mean(
-                      [unit_distances[cases.index(c), p.index] for c in represents[units[p.index][0]]])), 4)}
+                      [unit_distances[position[c], p.index] for c in represents[units[p.index][0]]])), 4)}
                  for rank, p in enumerate(picks, start=1)]
     return {
         "dataset": folder.name,
@@ -199,6 +201,12 @@ def _contract(folder: Path, configuration: str, dissimilarity: Dissimilarity, un
                          "coordinates": {c: np.round(coordinates[i], MATRIX_DECIMALS).tolist()
                                          for i, c in enumerate(cases)}},
     }
+
+
+def entry_cases(entry: dict[str, Any]) -> list[str]:
+    """The volumes of a suggested or already-labeled entry: a patient's frames, or the one case (files written
+    before patients were supported have ``case`` only; an entry with neither has none)."""
+    return list(entry.get("cases") or ([entry["case"]] if "case" in entry else []))
 
 
 def write_suggestion(suggestion: dict[str, Any], preprocessed_dataset_folder: Path,

@@ -11,23 +11,20 @@ FIGURE_SIZE_INCHES = (7.0, 6.0)
 FIGURE_DPI = 110
 
 
-def _cases(entry: dict[str, Any]) -> list[str]:
-    """The volumes of a suggested or labeled entry (a patient's frames, or the one case)."""
-    return list(entry.get("cases") or [entry["case"]])
-
-
 def plot_suggestion(suggestion: dict[str, Any], path: Path) -> None:
     """Every case a dot, a line to the labeled or suggested case that represents it; stars: suggested (with
     rank), squares: already labeled."""
     import matplotlib
+
+    from cctrnet.registration.label_suggestion import entry_cases
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     points = suggestion["embedding_2d"]["coordinates"]
     nearest = suggestion["nearest_labeled"]
-    suggested = {case: entry["rank"] for entry in suggestion["suggested"] for case in _cases(entry)}
-    labeled = {case for entry in suggestion["already_labeled"] for case in _cases(entry)}
+    suggested = {case: entry["rank"] for entry in suggestion["suggested"] for case in entry_cases(entry)}
+    labeled = {case for entry in suggestion["already_labeled"] for case in entry_cases(entry)}
     representatives = sorted(set(nearest.values()))
     colours = {case: plt.get_cmap("tab10")(k % 10) for k, case in enumerate(representatives)}
     figure, axis = plt.subplots(figsize=FIGURE_SIZE_INCHES)

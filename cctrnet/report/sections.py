@@ -113,7 +113,9 @@ def cases_section(sources: ReportSources) -> tuple[str, list[str]]:
     suggestion = sources.suggestion
     if suggestion:
         ids = suggestion.get("ids", [])
-        already = {c for e in suggestion.get("already_labeled", []) for c in (e.get("cases") or [e.get("case")])}
+        from cctrnet.registration.label_suggestion import entry_cases
+
+        already = {c for e in suggestion.get("already_labeled", []) for c in entry_cases(e)}
         html += (f"<p>cctr_suggest_labels suggested <b>{escape(', '.join(ids))}</b> "
                  f"({escape(str(suggestion.get('registration_method')))} registrations); "
                  f"this run labels {'exactly these' if set(ids) | already == set(labeled) else 'other cases'}.</p>")
