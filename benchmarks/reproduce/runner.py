@@ -329,7 +329,10 @@ def run_regonly_job(work: WorkFolder, job: Job, prepared: dict, echo: bool = Tru
         key, value = setting.split("=", 1)
         command += [f"--{key.replace('_', '-')}", value]
     trained = trained_run_for(work, job)
-    if trained is not None:  # the trained runs' exact labeled cases
+    # A record restored on another machine names a model folder that is not here: the seeded rule then picks
+    # the labeled cases, and the check below still holds them to the trained run's.
+    use_folder = trained is not None and Path(trained["model_folder"]).is_dir()
+    if use_folder:  # the trained runs' exact labeled cases
         command += ["-m", trained["model_folder"]]
     else:  # the same seeded rule cctr_train uses
         command += ["-d", str(prepared["dataset_id"]), "--labeled", str(job.labeled), "--seed", str(job.seed)]
@@ -339,7 +342,7 @@ def run_regonly_job(work: WorkFolder, job: Job, prepared: dict, echo: bool = Tru
     if trained is not None and labeled is not None and sorted(labeled) != sorted(trained["labeled_cases"]):
         raise JobError(f"registration-only used {labeled}, the trained run {trained['labeled_cases']}")
     return {"steps": recorder.steps, "labeled_cases": labeled,
-            "labeled_cases_from": trained["model_folder"] if trained else "select_labeled_cases rule",
+            "labeled_cases_from": trained["model_folder"] if use_folder else "select_labeled_cases rule",
             "metrics": evaluate(recorder, work, prepared, predictions)}
 
 
