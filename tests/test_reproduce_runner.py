@@ -51,3 +51,40 @@ def test_registration_only_uses_the_trained_folder_only_where_it_exists(tmp_path
                "model_folder": str(model_folder), "labeled_cases": ["p9_ED", "p9_ES"]}, work.result_path("trained"))
     with pytest.raises(runner.JobError, match="registration-only used"):
         runner.run_regonly_job(work, job, {"dataset_name": "Dataset001_X", "dataset_id": 1}, echo=False)
+
+
+def test_registration_only_keeps_a_run_that_skipped_cases_and_fails_one_that_predicted_nothing(tmp_path, monkeypatch):
+    work = WorkFolder(tmp_path)
+    regonly = next(m for m in CORE_METHODS if m.kind == "regonly")
+    job = Job("acdc2", regonly, 1, 0, 2000)
+    log_text = {"value": "registration-only (affine): X, labeled case(s) p1_ED\n"
+                         "skipped: p7_ES: no labeled case could be registered to the image (determinant); skipped\n"
+                         "predicted 3 case(s) into /x (1.0 s per case)\n"}
+
+    def fake_run(self, name, command, env=None):
+        log_path = self.log_folder / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(log_text["value"])
+        self.steps.append({"name": name, "command": command, "log": str(log_path)})
+        raise runner.JobError(f"{name} failed (exit 1)")
+
+    monkeypatch.setattr(runner.StepRecorder, "run", fake_run)
+    monkeypatch.setattr(runner, "evaluate", lambda *args, **kwargs: {
+        "dice": {"RV": 50.0}, "hd95": {"RV": 3.0}, "mean_dice": 50.0, "mean_hd95": 3.0, "num_cases": 3,
+        "per_case_dice": {c: {"RV": 50.0} for c in ("p1", "p2", "p3")}})
+    result = runner.run_regonly_job(work, job, {"dataset_name": "X", "dataset_id": 1}, echo=False)
+    assert list(result["unpredicted_cases"]) == ["p7_ES"]
+    assert result["metrics"]["mean_dice"] == pytest.approx(37.5) and result["metrics"]["cases_scored_zero"] == ["p7_ES"]
+    log_text["value"] = "registration-only (affine): X, labeled case(s) p1_ED\npredicted 0 case(s) into /x\n"
+    with pytest.raises(runner.JobError):
+        runner.run_regonly_job(work, job, {"dataset_name": "X", "dataset_id": 1}, echo=False)
+
+
+def test_a_case_without_prediction_scores_dice_zero():
+    metrics = {"dice": {"RV": 80.0, "LV": 60.0}, "hd95": {"RV": 5.0, "LV": 7.0}, "mean_dice": 70.0, "mean_hd95": 6.0,
+               "num_cases": 1, "per_case_dice": {"a": {"RV": 80.0, "LV": 60.0}}}
+    scored = runner.score_missing_as_zero(metrics, ["b"])
+    assert scored["dice"] == {"RV": 40.0, "LV": 30.0} and scored["mean_dice"] == 35.0 and scored["num_cases"] == 2
+    assert scored["per_case_dice"]["b"] == {"RV": 0.0, "LV": 0.0} and scored["mean_dice_predicted_cases_only"] == 70.0
+    assert scored["mean_hd95"] == 6.0 and scored["cases_scored_zero"] == ["b"]
+    assert runner.score_missing_as_zero(metrics, []) is metrics

@@ -336,14 +336,35 @@ def run_regonly_job(work: WorkFolder, job: Job, prepared: dict, echo: bool = Tru
         command += ["-m", trained["model_folder"]]
     else:  # the same seeded rule cctr_train uses
         command += ["-d", str(prepared["dataset_id"]), "--labeled", str(job.labeled), "--seed", str(job.seed)]
-    step = recorder.run("predict_reg_only", command)
+    try:
+        step = recorder.run("predict_reg_only", command)
+    except JobError:  # cctr_predict exits 1 when it skipped a case; only a run that predicted nothing fails
+        step = recorder.steps[-1]
+        if not re.search(r"^predicted [1-9]\d* case\(s\)", Path(step["log"]).read_text(), re.MULTILINE):
+            raise
+    unpredicted = re.findall(r"^skipped: (\S+?): (.+)$", Path(step["log"]).read_text(), re.MULTILINE)
     match = re.search(r"labeled case\(s\) (.+)$", Path(step["log"]).read_text(), re.MULTILINE)
     labeled = [c.strip() for c in match.group(1).split(",")] if match else None
     if trained is not None and labeled is not None and sorted(labeled) != sorted(trained["labeled_cases"]):
         raise JobError(f"registration-only used {labeled}, the trained run {trained['labeled_cases']}")
     return {"steps": recorder.steps, "labeled_cases": labeled,
             "labeled_cases_from": trained["model_folder"] if use_folder else "select_labeled_cases rule",
-            "metrics": evaluate(recorder, work, prepared, predictions)}
+            "unpredicted_cases": {case: reason for case, reason in unpredicted},
+            "metrics": score_missing_as_zero(evaluate(recorder, work, prepared, predictions),
+                                             [case for case, _ in unpredicted])}
+
+
+def score_missing_as_zero(metrics: dict[str, Any], missing_cases: list[str]) -> dict[str, Any]:
+    """Dice 0 for every test case a method gave no prediction for (registration only, where no labeled case
+    registered to it): leaving the case out would rank a method higher the more hard cases it drops. HD95 stays
+    the mean over the predicted cases (it has no value for an empty prediction); the dropped cases are named."""
+    if not missing_cases:
+        return metrics
+    per_case = {**metrics["per_case_dice"], **{case: {name: 0.0 for name in metrics["dice"]} for case in missing_cases}}
+    dice = {name: sum(c.get(name) or 0.0 for c in per_case.values()) / len(per_case) for name in metrics["dice"]}
+    return {**metrics, "dice": dice, "mean_dice": sum(dice.values()) / len(dice), "num_cases": len(per_case),
+            "per_case_dice": per_case, "cases_scored_zero": sorted(missing_cases),
+            "mean_dice_predicted_cases_only": metrics["mean_dice"]}
 
 
 def labeled_cases_for(work: WorkFolder, job: Job, prepared: dict) -> tuple[list[str], str]:
