@@ -88,3 +88,25 @@ def test_a_case_without_prediction_scores_dice_zero():
     assert scored["per_case_dice"]["b"] == {"RV": 0.0, "LV": 0.0} and scored["mean_dice_predicted_cases_only"] == 70.0
     assert scored["mean_hd95"] == 6.0 and scored["cases_scored_zero"] == ["b"]
     assert runner.score_missing_as_zero(metrics, []) is metrics
+
+
+def test_evaluation_accepts_only_the_missing_predictions_it_was_told_of(tmp_path, monkeypatch):
+    work, predictions = WorkFolder(tmp_path), tmp_path / "predictions"
+    summary = {"mean_per_class": {"RV": {"dice_percent": 50.0, "hd95_mm": 3.0}},
+               "mean": {"dice_percent": 50.0, "hd95_mm": 3.0}, "per_case": [],
+               "problems": {"missing_predictions": ["p7_ES"], "geometry_mismatch": []}}
+    save_json(summary, predictions / "summary.json")
+
+    def failing_run(self, name, command, env=None):
+        raise runner.JobError(f"{name} failed (exit 1)")
+
+    monkeypatch.setattr(runner.StepRecorder, "run", failing_run)
+    recorder = runner.StepRecorder(tmp_path / "logs", {}, echo=False)
+    prepared = {"dataset_name": "X", "dataset_id": 1}
+    assert runner.evaluate(recorder, work, prepared, predictions, expected_missing=["p7_ES"])["mean_dice"] == 50.0
+    with pytest.raises(runner.JobError):
+        runner.evaluate(recorder, work, prepared, predictions)
+    summary["problems"]["geometry_mismatch"] = [{"case": "p1_ED", "differences": ["spacing"]}]
+    save_json(summary, predictions / "summary.json")
+    with pytest.raises(runner.JobError):
+        runner.evaluate(recorder, work, prepared, predictions, expected_missing=["p7_ES"])
