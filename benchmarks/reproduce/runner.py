@@ -196,9 +196,9 @@ def evaluate(recorder: StepRecorder, work: WorkFolder, prepared: dict, predictio
         recorder.run(step_name, ["cctr_evaluate", "-ref", str(raw / reference), "-pred", str(predictions),
                                  "-d", str(prepared["dataset_id"]), "--quiet"])
     except JobError:  # cctr_evaluate exits 1 on any problem; cases known to have no prediction are not one
-        summary = read_json(predictions / "summary.json") or {}
-        problems = {kind: entries for kind, entries in summary.get("problems", {"?": [1]}).items() if entries}
-        if not expected_missing or set(problems) != {"missing_predictions"} \
+        summary = read_json(predictions / "summary.json")
+        problems = {kind: entries for kind, entries in (summary or {}).get("problems", {}).items() if entries}
+        if summary is None or set(problems) != {"missing_predictions"} \
                 or not set(problems["missing_predictions"]) <= set(expected_missing):
             raise
     return metrics_from_summary(read_json(predictions / "summary.json"))
@@ -350,17 +350,17 @@ def run_regonly_job(work: WorkFolder, job: Job, prepared: dict, echo: bool = Tru
         step = recorder.steps[-1]
         if not re.search(r"^predicted [1-9]\d* case\(s\)", Path(step["log"]).read_text(), re.MULTILINE):
             raise
-    unpredicted = re.findall(r"^skipped: (\S+?): (.+)$", Path(step["log"]).read_text(), re.MULTILINE)
-    match = re.search(r"labeled case\(s\) (.+)$", Path(step["log"]).read_text(), re.MULTILINE)
+    log_text = Path(step["log"]).read_text()
+    unpredicted = dict(re.findall(r"^skipped: (\S+?): (.+)$", log_text, re.MULTILINE))
+    match = re.search(r"labeled case\(s\) (.+)$", log_text, re.MULTILINE)
     labeled = [c.strip() for c in match.group(1).split(",")] if match else None
     if trained is not None and labeled is not None and sorted(labeled) != sorted(trained["labeled_cases"]):
         raise JobError(f"registration-only used {labeled}, the trained run {trained['labeled_cases']}")
     return {"steps": recorder.steps, "labeled_cases": labeled,
             "labeled_cases_from": trained["model_folder"] if use_folder else "select_labeled_cases rule",
-            "unpredicted_cases": {case: reason for case, reason in unpredicted},
+            "unpredicted_cases": unpredicted,
             "metrics": score_missing_as_zero(evaluate(recorder, work, prepared, predictions,
-                                                      expected_missing=[case for case, _ in unpredicted]),
-                                             [case for case, _ in unpredicted])}
+                                                      expected_missing=list(unpredicted)), list(unpredicted))}
 
 
 def score_missing_as_zero(metrics: dict[str, Any], missing_cases: list[str]) -> dict[str, Any]:
@@ -370,7 +370,8 @@ def score_missing_as_zero(metrics: dict[str, Any], missing_cases: list[str]) -> 
     if not missing_cases:
         return metrics
     per_case = {**metrics["per_case_dice"], **{case: {name: 0.0 for name in metrics["dice"]} for case in missing_cases}}
-    dice = {name: sum(c.get(name) or 0.0 for c in per_case.values()) / len(per_case) for name in metrics["dice"]}
+    dice = {name: statistics.mean(c[name] for c in per_case.values() if c.get(name) is not None)
+            for name in metrics["dice"]}
     return {**metrics, "dice": dice, "mean_dice": sum(dice.values()) / len(dice), "num_cases": len(per_case),
             "per_case_dice": per_case, "cases_scored_zero": sorted(missing_cases),
             "mean_dice_predicted_cases_only": metrics["mean_dice"]}
