@@ -596,4 +596,3 @@ def test_two_rows_with_the_same_settings_train_once(tmp_path, monkeypatch):
     reproduce.run_pool(todo, waiting, work, {"acdc2": {}}, args, {}, twins)
     assert order == [default.job_id, different.job_id]
     assert work.load_result(explicit.job_id)["same_run_as"] == default.job_id
-

@@ -195,13 +195,16 @@ def evaluate(recorder: StepRecorder, work: WorkFolder, prepared: dict, predictio
     try:
         recorder.run(step_name, ["cctr_evaluate", "-ref", str(raw / reference), "-pred", str(predictions),
                                  "-d", str(prepared["dataset_id"]), "--quiet"])
-    except JobError:  # cctr_evaluate exits 1 on any problem; cases known to have no prediction are not one
-        summary = read_json(predictions / "summary.json")
+        failure = None
+    except JobError as error:  # cctr_evaluate exits 1 on any problem; cases known to have no prediction are not one
+        failure = error
+    summary = read_json(predictions / "summary.json")
+    if failure is not None:
         problems = {kind: entries for kind, entries in (summary or {}).get("problems", {}).items() if entries}
         if summary is None or set(problems) != {"missing_predictions"} \
                 or not set(problems["missing_predictions"]) <= set(expected_missing):
-            raise
-    return metrics_from_summary(read_json(predictions / "summary.json"))
+            raise failure
+    return metrics_from_summary(summary)
 
 
 def metrics_from_summary(summary: dict) -> dict[str, Any]:
@@ -344,13 +347,14 @@ def run_regonly_job(work: WorkFolder, job: Job, prepared: dict, echo: bool = Tru
         command += ["-m", trained["model_folder"]]
     else:  # the same seeded rule cctr_train uses
         command += ["-d", str(prepared["dataset_id"]), "--labeled", str(job.labeled), "--seed", str(job.seed)]
+    failure: JobError | None = None
     try:
         step = recorder.run("predict_reg_only", command)
-    except JobError:  # cctr_predict exits 1 when it skipped a case; only a run that predicted nothing fails
-        step = recorder.steps[-1]
-        if not re.search(r"^predicted [1-9]\d* case\(s\)", Path(step["log"]).read_text(), re.MULTILINE):
-            raise
+    except JobError as error:  # exit 1 also when cctr_predict skipped a case; only predicting nothing fails
+        step, failure = recorder.steps[-1], error
     log_text = Path(step["log"]).read_text()
+    if failure is not None and not re.search(r"^predicted [1-9]\d* case\(s\)", log_text, re.MULTILINE):
+        raise failure
     unpredicted = dict(re.findall(r"^skipped: (\S+?): (.+)$", log_text, re.MULTILINE))
     match = re.search(r"labeled case\(s\) (.+)$", log_text, re.MULTILINE)
     labeled = [c.strip() for c in match.group(1).split(",")] if match else None
@@ -369,7 +373,8 @@ def score_missing_as_zero(metrics: dict[str, Any], missing_cases: list[str]) -> 
     the mean over the predicted cases (it has no value for an empty prediction); the dropped cases are named."""
     if not missing_cases:
         return metrics
-    per_case = {**metrics["per_case_dice"], **{case: {name: 0.0 for name in metrics["dice"]} for case in missing_cases}}
+    zero = {name: 0.0 for name in metrics["dice"]}
+    per_case = {**metrics["per_case_dice"], **{case: dict(zero) for case in missing_cases}}
     dice = {name: statistics.mean(c[name] for c in per_case.values() if c.get(name) is not None)
             for name in metrics["dice"]}
     return {**metrics, "dice": dice, "mean_dice": sum(dice.values()) / len(dice), "num_cases": len(per_case),
