@@ -7,7 +7,8 @@ Prints a table and writes benchmarks/results/registration_benchmark.json.
     python benchmarks/registration_benchmark.py --sizes acdc --pairs 4 --torch-pairs 16 --deformable
 
 ``--deformable`` adds the torch engine's affine + deformable (stationary velocity field) row, batched, with
-the stored field's bytes per pair and its quality checks.
+the stored field's bytes per pair and its quality checks. ``--fireants`` adds FireANTs' affine + greedy row
+(benchmarks/fireants_row.py, which says how to install it in an environment of its own).
 """
 from __future__ import annotations
 
@@ -168,6 +169,8 @@ def main() -> None:
     parser.add_argument("--torch-pairs", type=int, default=16, help="pairs in the torch batch")
     parser.add_argument("--bspline", action="store_true", help="also measure affine + B-spline")
     parser.add_argument("--deformable", action="store_true", help="also measure the torch affine + deformable engine")
+    parser.add_argument("--fireants", action="store_true",
+                        help="also measure FireANTs affine + greedy (when installed; benchmarks/fireants_row.py)")
     parser.add_argument("--skip", nargs="*", default=[], metavar="ENGINE:METHOD",
                         help="rows to leave out, e.g. simpleitk:affine_bspline (slow on CT sizes)")
     parser.add_argument("--threads", type=int, default=1, help="threads for every engine (default 1: fair per-core numbers)")
@@ -194,6 +197,10 @@ def main() -> None:
             runs[("elastix", "affine_bspline")] = lambda: run_elastix(fixed, movings[: args.pairs], "affine_bspline")
         if args.deformable:
             runs[("torch", "affine_deformable")] = lambda: run_torch_deformable(fixed, movings[: args.torch_pairs], settings)
+        if args.fireants:
+            from fireants_row import run_fireants
+
+            runs[("fireants", "affine_greedy")] = lambda: run_fireants(fixed, movings[: args.torch_pairs])
         for (engine, method), run in runs.items():
             if f"{engine}:{method}" in args.skip:
                 continue

@@ -20,7 +20,7 @@ from cctrnet.inference.sliding_window import (
     predict_with_mirroring,
     window_starts,
 )
-from cctrnet.utilities.file_io import save_json
+from cctrnet.utilities.file_io import load_json, save_json
 from tests.conftest import OBLIQUE_DIRECTION, blob_case
 
 torch.set_num_threads(1)
@@ -241,7 +241,10 @@ def test_unreadable_and_wrong_channel_inputs_are_reported_and_the_rest_predicted
     err = capsys.readouterr().err
     assert code == 1
     assert "broken" in err and "cannot be read" in err and "two: wrong number of channels" in err
-    assert sorted(p.name for p in (tmp_path / "preds").iterdir()) == ["good.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "preds").iterdir()) == ["good.nii.gz", "prediction_report.json"]
+    report = load_json(tmp_path / "preds" / "prediction_report.json")
+    assert report["written"] == ["good"] and report["kept"] == [] and sorted(report["skipped"]) == ["broken", "two"]
+    assert report["skipped"]["two"].startswith("wrong number of channels")
     written, written_geometry = read_image(tmp_path / "preds" / "good.nii.gz", dtype=np.int16)
     assert written.shape == image.shape and set(np.unique(written)) <= {0, 1, 2}
     assert written_geometry.same_grid(geometry)

@@ -12,9 +12,11 @@ import torch
 from cctrnet.dataset.image_io import read_image, write_image
 from cctrnet.inference.model_folder import ModelFolder
 from cctrnet.inference.parts import CasePart, remove_stale_temporaries
+from cctrnet.inference.prediction_report import read_prediction_outcome
 from cctrnet.inference.predictor import Predictor
 from cctrnet.inference.sliding_window import SlidingWindowSettings, predict_volume
 from cctrnet.inference.speed import DeviceSpeedSettings
+from cctrnet.utilities.file_io import load_json
 from tests.conftest import blob_case
 from tests.test_inference import write_model_folder
 
@@ -66,7 +68,12 @@ def test_two_parts_give_exactly_the_files_of_one_run(tmp_path, cctr_folders):
         assert predict([*common, "-o", str(tmp_path / "parts"), "-num_parts", "2", "-part_id", str(part_id)]) == 0
         if part_id == 0:  # part 0 wrote only its own cases: 0, 2, 4
             assert sorted(label_maps(tmp_path / "parts")) == [f"case{i}.nii.gz" for i in (0, 2, 4)]
-    assert visible_files(tmp_path / "parts") == visible_files(tmp_path / "one")
+    reports = ["prediction_report.json", "prediction_report_part0of2.json", "prediction_report_part1of2.json"]
+    assert ([f for f in visible_files(tmp_path / "parts") if f not in reports]
+            == [f for f in visible_files(tmp_path / "one") if f not in reports])
+    assert read_prediction_outcome(tmp_path / "parts") == read_prediction_outcome(tmp_path / "one") == {
+        "predicted": [f"case{i}" for i in range(len(CASES))], "skipped": {}}
+    assert load_json(tmp_path / "parts" / reports[2])["written"] == ["case1", "case3"]
     one, parts = label_maps(tmp_path / "one"), label_maps(tmp_path / "parts")
     assert all(np.array_equal(one[name], parts[name]) for name in one)
     assert predict([*common, "-o", str(tmp_path / "x"), "-num_parts", "2", "-part_id", "2"]) == 2

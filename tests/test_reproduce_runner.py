@@ -12,6 +12,8 @@ sys.path.insert(0, str(REPOSITORY))
 from benchmarks.reproduce import runner  # noqa: E402
 from benchmarks.reproduce.jobs import CORE_METHODS, Job  # noqa: E402
 from benchmarks.reproduce.store import WorkFolder  # noqa: E402
+from cctrnet.inference.predictor import FolderPredictionReport  # noqa: E402
+from cctrnet.inference.prediction_report import write_prediction_report  # noqa: E402
 from cctrnet.utilities.file_io import save_json  # noqa: E402
 
 
@@ -57,14 +59,15 @@ def test_registration_only_keeps_a_run_that_skipped_cases_and_fails_one_that_pre
     work = WorkFolder(tmp_path)
     regonly = next(m for m in CORE_METHODS if m.kind == "regonly")
     job = Job("acdc2", regonly, 1, 0, 2000)
-    log_text = {"value": "registration-only (affine): X, labeled case(s) p1_ED\n"
-                         "skipped: p7_ES: no labeled case could be registered to the image (determinant); skipped\n"
-                         "predicted 3 case(s) into /x (1.0 s per case)\n"}
+    log_text = {"value": "registration-only (affine): X, labeled case(s) p1_ED\n"}
+    outcome = {"value": FolderPredictionReport(predicted=["p1", "p2", "p3"], problems=[
+        "p7_ES: no labeled case could be registered to the image (determinant); skipped"])}
 
-    def fake_run(self, name, command, env=None):
+    def fake_run(self, name, command, env=None):  # cctr_predict's log and report, and its exit 1 for a skip
         log_path = self.log_folder / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text(log_text["value"])
+        write_prediction_report(outcome["value"], command[command.index("-o") + 1])
         self.steps.append({"name": name, "command": command, "log": str(log_path)})
         raise runner.JobError(f"{name} failed (exit 1)")
 
@@ -75,7 +78,7 @@ def test_registration_only_keeps_a_run_that_skipped_cases_and_fails_one_that_pre
     result = runner.run_regonly_job(work, job, {"dataset_name": "X", "dataset_id": 1}, echo=False)
     assert list(result["unpredicted_cases"]) == ["p7_ES"]
     assert result["metrics"]["mean_dice"] == pytest.approx(37.5) and result["metrics"]["cases_scored_zero"] == ["p7_ES"]
-    log_text["value"] = "registration-only (affine): X, labeled case(s) p1_ED\npredicted 0 case(s) into /x\n"
+    outcome["value"] = FolderPredictionReport(problems=["p7_ES: unreadable; skipped"])
     with pytest.raises(runner.JobError):
         runner.run_regonly_job(work, job, {"dataset_name": "X", "dataset_id": 1}, echo=False)
 

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from benchmarks.reproduce.jobs import DATASETS, Job, quality_every
 from benchmarks.reproduce.store import WorkFolder, read_json
+from cctrnet.inference.prediction_report import read_prediction_outcome
 from cctrnet.postprocessing import UNPROCESSED_SUBFOLDER
 from cctrnet.utilities.file_io import save_json
 
@@ -353,9 +354,13 @@ def run_regonly_job(work: WorkFolder, job: Job, prepared: dict, echo: bool = Tru
     except JobError as error:  # exit 1 also when cctr_predict skipped a case; only predicting nothing fails
         step, failure = recorder.steps[-1], error
     log_text = Path(step["log"]).read_text()
-    if failure is not None and not re.search(r"^predicted [1-9]\d* case\(s\)", log_text, re.MULTILINE):
+    try:
+        outcome = read_prediction_outcome(predictions)
+    except FileNotFoundError:
+        outcome = {"predicted": [], "skipped": {}}
+    if failure is not None and not outcome["predicted"]:
         raise failure
-    unpredicted = dict(re.findall(r"^skipped: (\S+?): (.+)$", log_text, re.MULTILINE))
+    unpredicted = outcome["skipped"]
     match = re.search(r"labeled case\(s\) (.+)$", log_text, re.MULTILINE)
     labeled = [c.strip() for c in match.group(1).split(",")] if match else None
     if trained is not None and labeled is not None and sorted(labeled) != sorted(trained["labeled_cases"]):
