@@ -32,7 +32,6 @@ def test_thin_stacks_gain_slices_over_the_same_extent_and_a_label_comes_back_exa
 
 
 def test_without_fireants_the_row_is_left_out():
-    pytest.importorskip("SimpleITK")
     try:
         import fireants  # noqa: F401
     except ImportError:
