@@ -172,3 +172,22 @@ def test_cuda_prediction_with_the_fast_defaults_matches_cpu(tmp_path):
     assert np.abs(a - b).max() < 0.05  # bfloat16 keeps 8 bits of mantissa
     assert np.mean(a.argmax(0) == b.argmax(0)) > 0.99
     torch.cuda.empty_cache()
+
+
+def test_prediction_reports_of_parts_merge_and_a_later_write_clears_a_skip(tmp_path):
+    from cctrnet.inference.prediction_report import prediction_report_path, write_prediction_report
+    from cctrnet.inference.predictor import FolderPredictionReport
+
+    first, second = CasePart(2, 0), CasePart(2, 1)
+    write_prediction_report(FolderPredictionReport(predicted=["a"], problems=["c: cannot be read (x: y); skipped"]),
+                            tmp_path, first)
+    write_prediction_report(FolderPredictionReport(predicted=["b"], problems=["d.mha: no channel suffix; skipped"]),
+                            tmp_path, second)
+    assert prediction_report_path(tmp_path, second).name == "prediction_report_part1of2.json"
+    assert read_prediction_outcome(tmp_path) == {"predicted": ["a", "b"],
+                                                 "skipped": {"c": "cannot be read (x: y)", "d.mha": "no channel suffix"}}
+    # part 0 run again with --continue after c was fixed: c is written, a kept; the skip is gone
+    write_prediction_report(FolderPredictionReport(predicted=["c"], already_done=["a"]), tmp_path, first)
+    assert read_prediction_outcome(tmp_path)["skipped"] == {"d.mha": "no channel suffix"}
+    with pytest.raises(FileNotFoundError, match="no prediction report"):
+        read_prediction_outcome(tmp_path / "empty")
