@@ -11,8 +11,8 @@ import pytest
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
 
-from benchmarks.reproduce.jobs import (ABLATION_METHODS, CORE_METHODS, Job, Method, Selection,  # noqa: E402
-                                       build_jobs, default_iterations, quality_every, table_methods)
+from benchmarks.reproduce.jobs import (ABLATION_METHODS, CORE_METHODS, ROBUSTNESS_METHODS, Job, Method,  # noqa: E402
+                                       Selection, build_jobs, default_iterations, quality_every, table_methods)
 from benchmarks.reproduce.nnunet import epoch_split  # noqa: E402
 from benchmarks.reproduce.runner import metrics_from_summary, train_command  # noqa: E402
 from benchmarks.reproduce.store import WorkFolder  # noqa: E402
@@ -150,7 +150,7 @@ def test_budget_table_runs_each_budget_and_shares_the_registration_run(tmp_path)
     # the appearance-version-2 population has the same tables as the first
     robust2 = build_jobs(Selection(datasets=["acdc2"], labeled=[1], seeds=[0], tables=["robustness", "budget"],
                                    budgets=[300]), 2000)
-    assert {j.dataset for j in robust2} == {"acdc2"} and len(robust2) == 7 + 3
+    assert {j.dataset for j in robust2} == {"acdc2"} and len(robust2) == len(ROBUSTNESS_METHODS) + 3
     assert "patient" in render_markdown("T", build_table("budget", Selection(datasets=["acdc2"], labeled=[1],
                                                                               seeds=[0], tables=["budget"],
                                                                               budgets=[300]), 2000, {}))

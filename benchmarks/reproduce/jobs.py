@@ -100,6 +100,10 @@ ROBUSTNESS_METHODS = [  # issue 12 section 4: settings beyond the paper, chosen 
     _train("+ majority of atlases", "CCTRTrainer", "registration_method=affine_deformable", "rsl_fusion=majority"),
     _train("+ both", "CCTRTrainer", "registration_method=affine_deformable", "rsl_fade=true",
            "rsl_fusion=majority"),
+    # CPS (two CNNs) beat CTS and CCT-R (a CNN and a residual-encoder network) with one labeled patient
+    # (2026-12-02): is it the pairing of different networks that costs?
+    _train("two CNNs (branch B as A)", "CCTRTrainer", "registration_method=affine_deformable",
+           "branch_b=same_as_a"),
 ]
 # the phantom too: it has no validation patients, so there a row is judged by the training cases' hidden labels
 # (the pseudo-label curves), never by its test cases
