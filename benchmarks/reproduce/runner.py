@@ -349,6 +349,8 @@ def run_regonly_job(work: WorkFolder, job: Job, prepared: dict, echo: bool = Tru
     else:  # the same seeded rule cctr_train uses
         command += ["-d", str(prepared["dataset_id"]), "--labeled", str(job.labeled), "--seed", str(job.seed)]
     failure: JobError | None = None
+    for stale in predictions.glob("prediction_report*.json"):  # an earlier try's report must not answer for this one
+        stale.unlink()
     try:
         step = recorder.run("predict_reg_only", command)
     except JobError as error:  # exit 1 also when cctr_predict skipped a case; only predicting nothing fails

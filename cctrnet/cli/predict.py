@@ -100,7 +100,7 @@ def worker_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     return argv
 
 
-def _print_report(report, output: Path, part) -> None:
+def _write_and_print_report(report, output: Path, part) -> None:
     """Print what the run did and write it to OUTPUT/prediction_report*.json (cctrnet/inference/prediction_report.py)."""
     from cctrnet.inference.prediction_report import write_prediction_report
 
@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = predictor.predict_folder(input_folder, output_folder, args.save_probabilities,
                                       overwrite=not args.continue_prediction, progress=not args.quiet,
                                       unprocessed_folder=unprocessed, part=part)
-    _print_report(report, output_folder, part)
+    _write_and_print_report(report, output_folder, part)
     return EXIT_PROBLEMS if report.problems else EXIT_OK
 
 
@@ -212,7 +212,7 @@ def _main_registration_only(args: argparse.Namespace, input_folder: Path, output
                                                 method=args.reg_method, part=part)
     except (RegistrationOnlyError, OSError) as error:
         return fail(str(error), EXIT_USAGE)
-    _print_report(report, output_folder, part)
+    _write_and_print_report(report, output_folder, part)
     return EXIT_PROBLEMS if report.problems else EXIT_OK
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from cctrnet.inference.parts import CasePart
 from cctrnet.inference.predictor import FolderPredictionReport
@@ -38,15 +38,15 @@ def skipped_by_case(problems: list[str]) -> dict[str, str]:
 
 
 def write_prediction_report(report: FolderPredictionReport, output_folder: str | os.PathLike,
-                            part: CasePart | None = None, extra: Mapping[str, Any] | None = None) -> Path:
-    """Write ``report`` (atomically) as the report of ``part``; ``extra``: more fields (e.g. chosen atlases)."""
+                            part: CasePart | None = None) -> Path:
+    """Write ``report`` (atomically) as the report of ``part``; returns its path."""
     path = prediction_report_path(output_folder, part)
     save_json({"written": sorted(report.predicted), "kept": sorted(report.already_done),
                "skipped": skipped_by_case(report.problems),
                "seconds_per_case": {case: round(s, 3) for case, s in sorted(report.seconds_per_case.items())},
                "part": None if part is None or part.is_whole else {"part_id": part.part_id,
                                                                      "num_parts": part.num_parts},
-               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {})}, path)
+               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, path)
     return path
 
 
