@@ -220,11 +220,11 @@ def test_input_listing_accepts_single_files_for_one_channel_and_reports_channel_
     cases, problems = list_input_cases(tmp_path, num_channels=1)
     assert [(c.case_id, [p.name for p in c.image_files]) for c in cases] == [
         ("a", ["a_0000.nii.gz"]), ("b", ["b.mha"]), ("c_0003", ["c_0003.nrrd"])]
-    assert len(problems) == 1 and problems[0].startswith("d: wrong number of channels")
+    assert list(problems) == ["d"] and problems["d"].startswith("wrong number of channels")
     cases, problems = list_input_cases(tmp_path, num_channels=2)
     assert [c.case_id for c in cases] == ["d"]
-    assert any(p.startswith("a: wrong number of channels") for p in problems)
-    assert any(p.startswith("b.mha: no channel suffix") for p in problems)
+    assert problems["a"].startswith("wrong number of channels")
+    assert problems["b.mha"].startswith("no channel suffix")
 
 
 def test_unreadable_and_wrong_channel_inputs_are_reported_and_the_rest_predicted(tmp_path, cctr_folders, capsys):

@@ -179,9 +179,9 @@ def test_prediction_reports_of_parts_merge_and_a_later_write_clears_a_skip(tmp_p
     from cctrnet.inference.predictor import FolderPredictionReport
 
     first, second = CasePart(2, 0), CasePart(2, 1)
-    write_prediction_report(FolderPredictionReport(predicted=["a"], problems=["c: cannot be read (x: y); skipped"]),
+    write_prediction_report(FolderPredictionReport(predicted=["a"], skipped={"c": "cannot be read (x: y)"}),
                             tmp_path, first)
-    write_prediction_report(FolderPredictionReport(predicted=["b"], problems=["d.mha: no channel suffix; skipped"]),
+    write_prediction_report(FolderPredictionReport(predicted=["b"], skipped={"d.mha": "no channel suffix"}),
                             tmp_path, second)
     assert prediction_report_path(tmp_path, second).name == "prediction_report_part1of2.json"
     assert read_prediction_outcome(tmp_path) == {"predicted": ["a", "b"],

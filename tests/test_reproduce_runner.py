@@ -60,8 +60,8 @@ def test_registration_only_keeps_a_run_that_skipped_cases_and_fails_one_that_pre
     regonly = next(m for m in CORE_METHODS if m.kind == "regonly")
     job = Job("acdc2", regonly, 1, 0, 2000)
     log_text = {"value": "registration-only (affine): X, labeled case(s) p1_ED\n"}
-    outcome = {"value": FolderPredictionReport(predicted=["p1", "p2", "p3"], problems=[
-        "p7_ES: no labeled case could be registered to the image (determinant); skipped"])}
+    outcome = {"value": FolderPredictionReport(predicted=["p1", "p2", "p3"], skipped={
+        "p7_ES": "no labeled case could be registered to the image (determinant)"})}
 
     def fake_run(self, name, command, env=None):  # cctr_predict's log and report, and its exit 1 for a skip
         log_path = self.log_folder / f"{name}.log"
@@ -78,7 +78,7 @@ def test_registration_only_keeps_a_run_that_skipped_cases_and_fails_one_that_pre
     result = runner.run_regonly_job(work, job, {"dataset_name": "X", "dataset_id": 1}, echo=False)
     assert list(result["unpredicted_cases"]) == ["p7_ES"]
     assert result["metrics"]["mean_dice"] == pytest.approx(37.5) and result["metrics"]["cases_scored_zero"] == ["p7_ES"]
-    outcome["value"] = FolderPredictionReport(problems=["p7_ES: unreadable; skipped"])
+    outcome["value"] = FolderPredictionReport(skipped={"p7_ES": "unreadable"})
     with pytest.raises(runner.JobError):
         runner.run_regonly_job(work, job, {"dataset_name": "X", "dataset_id": 1}, echo=False)
 

@@ -34,8 +34,8 @@ def _stem(path: Path) -> str:
     return path.name[: len(path.name) - len(file_ending_of(path))]
 
 
-def list_input_cases(folder: str | Path, num_channels: int) -> tuple[list[InputCase], list[str]]:
-    """Cases found in ``folder`` and a list of problems (case or file named, with the reason)."""
+def list_input_cases(folder: str | Path, num_channels: int) -> tuple[list[InputCase], dict[str, str]]:
+    """Cases found in ``folder`` and the inputs skipped: {case id (file name where none can be read): reason}."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: input folder does not exist")
@@ -49,32 +49,32 @@ def list_input_cases(folder: str | Path, num_channels: int) -> tuple[list[InputC
             singles.append(path)
 
     cases: list[InputCase] = []
-    problems: list[str] = []
+    skipped: dict[str, str] = {}
     for case_id, channels in sorted(grouped.items()):
         if num_channels == 1 and 0 not in channels:
             singles.extend(p for paths in channels.values() for p in paths)
             continue
         duplicates = [p.name for paths in channels.values() if len(paths) > 1 for p in paths]
         if duplicates:
-            problems.append(f"{case_id}: one channel in several files ({', '.join(duplicates)}); skipped")
+            skipped[case_id] = f"one channel in several files ({', '.join(duplicates)})"
         elif sorted(channels) != list(range(num_channels)):
             found = ", ".join(f"{c:04d}" for c in sorted(channels))
             expected = ", ".join(f"{c:04d}" for c in range(num_channels))
-            problems.append(f"{case_id}: wrong number of channels, found _{found.replace(', ', ', _')} but the model "
-                            f"expects {num_channels} (_{expected.replace(', ', ', _')}); skipped")
+            skipped[case_id] = (f"wrong number of channels, found _{found.replace(', ', ', _')} but the model "
+                                f"expects {num_channels} (_{expected.replace(', ', ', _')})")
         else:
             cases.append(InputCase(case_id, [channels[c][0] for c in range(num_channels)]))
 
     for path in sorted(singles):
         if num_channels != 1:
             case_id = _stem(path)
-            problems.append(f"{path.name}: no channel suffix _XXXX, but the model expects {num_channels} channels "
-                            f"({case_id}_0000 ... {case_id}_{num_channels - 1:04d}); skipped")
+            skipped[path.name] = (f"no channel suffix _XXXX, but the model expects {num_channels} channels "
+                                  f"({case_id}_0000 ... {case_id}_{num_channels - 1:04d})")
         else:
             cases.append(InputCase(_stem(path), [path]))
     counts = Counter(c.case_id for c in cases)
     for case_id in sorted(k for k, n in counts.items() if n > 1):
         names = ", ".join(p.name for c in cases if c.case_id == case_id for p in c.image_files)
-        problems.append(f"{case_id}: given more than once ({names}); skipped")
+        skipped[case_id] = f"given more than once ({names})"
     cases = sorted((c for c in cases if counts[c.case_id] == 1), key=lambda c: c.case_id)
-    return cases, problems
+    return cases, skipped

@@ -28,21 +28,12 @@ def prediction_report_path(output_folder: str | os.PathLike, part: CasePart | No
     return Path(output_folder) / f"{REPORT_STEM}_part{part.part_id}of{part.num_parts}.json"
 
 
-def skipped_by_case(problems: list[str]) -> dict[str, str]:
-    """{case id or file name: reason} of problem lines ``"<case>: <reason>; skipped"``."""
-    skipped = {}
-    for problem in problems:
-        case, _, reason = problem.partition(": ")
-        skipped[case] = reason.removesuffix("; skipped")
-    return skipped
-
-
 def write_prediction_report(report: FolderPredictionReport, output_folder: str | os.PathLike,
                             part: CasePart | None = None) -> Path:
     """Write ``report`` (atomically) as the report of ``part``; returns its path."""
     path = prediction_report_path(output_folder, part)
     save_json({"written": sorted(report.predicted), "kept": sorted(report.already_done),
-               "skipped": skipped_by_case(report.problems),
+               "skipped": dict(report.skipped),
                "seconds_per_case": {case: round(s, 3) for case, s in sorted(report.seconds_per_case.items())},
                "part": None if part is None or part.is_whole else {"part_id": part.part_id,
                                                                      "num_parts": part.num_parts},

@@ -28,12 +28,17 @@ from cctrnet.preprocessing.preprocessor import preprocess_arrays
 
 @dataclass
 class FolderPredictionReport:
-    """What a folder prediction did: cases written, cases skipped with the reason, time per case."""
+    """What a folder prediction did: cases written, inputs skipped ({case id or file name: reason}), time per case."""
 
     predicted: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
     seconds_per_case: dict[str, float] = field(default_factory=dict)
     already_done: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        """One line per skipped input, as printed."""
+        return [f"{case}: {reason}; skipped" for case, reason in self.skipped.items()]
 
 
 def predict_each_case(cases: Sequence[InputCase], output_folder: str | os.PathLike, file_ending: str,
@@ -66,7 +71,7 @@ def predict_each_case(cases: Sequence[InputCase], output_folder: str | os.PathLi
         try:
             predict_one(case.image_files, output_file)
         except (ImageReadError, ValueError) as error:
-            report.problems.append(f"{case.case_id}: {error}; skipped")
+            report.skipped[case.case_id] = str(error)
             continue
         report.predicted.append(case.case_id)
         report.seconds_per_case[case.case_id] = time.perf_counter() - started
@@ -74,7 +79,7 @@ def predict_each_case(cases: Sequence[InputCase], output_folder: str | os.PathLi
 
 
 def cases_of_part(input_folder: str | os.PathLike, num_channels: int, part: CasePart | None
-                  ) -> tuple[list[InputCase], list[str]]:
+                  ) -> tuple[list[InputCase], dict[str, str]]:
     """The input cases of ``part`` (all for None) and the listing problems.
 
     A listing problem concerns a case that is not listed, so it belongs to no part by the rule; part 0
@@ -83,7 +88,7 @@ def cases_of_part(input_folder: str | os.PathLike, num_channels: int, part: Case
     cases, problems = list_input_cases(input_folder, num_channels)
     if part is None or part.is_whole:
         return cases, problems
-    return part.select(cases), problems if part.part_id == 0 else []
+    return part.select(cases), problems if part.part_id == 0 else {}
 
 
 class Predictor:
@@ -173,5 +178,5 @@ class Predictor:
         """Predict the cases of ``input_folder`` (``part``'s share, default all) as ``{case}{file_ending}``."""
         cases, listing_problems = cases_of_part(input_folder, self.model.num_input_channels, part)
         report = self.predict_cases(cases, output_folder, with_probabilities, overwrite, progress, unprocessed_folder)
-        report.problems = listing_problems + report.problems
+        report.skipped = {**listing_problems, **report.skipped}
         return report

@@ -145,7 +145,7 @@ class RegistrationOnlyPredictor:
         num_channels = len(self.configuration["normalization"])
         cases, problems = cases_of_part(input_folder, num_channels, part)
         report = predict_each_case(cases, output_folder, self.file_ending, self.predict_case, overwrite, progress)
-        report.problems = problems + report.problems
+        report.skipped = {**problems, **report.skipped}
         return report
 
 

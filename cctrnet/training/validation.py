@@ -111,12 +111,12 @@ def validate_model(model_folder: Path, dataset_name: str, device_name: str = "au
     else:
         cases, labels = _validation_inputs(model_folder, raw, model.file_ending, model.num_input_channels,
                                            output / REFERENCE_SUBFOLDER)
-        problems = []
+        problems = {}
     predictor = Predictor.from_model_folder(model, device=device_name, checkpoint="final")
     unprocessed = output / UNPROCESSED_SUBFOLDER if predictor.postprocessing is not None else None
     report = predictor.predict_cases(cases, output, overwrite=True, progress=progress, unprocessed_folder=unprocessed)
-    for problem in problems + report.problems:
-        print(f"{validation_set}: {problem}")
+    for case, reason in {**problems, **report.skipped}.items():
+        print(f"{validation_set}: {case}: {reason}; skipped")
     label_map, ending = model.dataset_json["labels"], model.dataset_json["file_ending"]
     if unprocessed is not None:
         before = evaluate_folders(labels, unprocessed, label_map, ending, show_progress=progress)
