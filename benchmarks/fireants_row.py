@@ -28,13 +28,10 @@ ITERATIONS = (200, 100, 50)
 
 
 def _sitk_image(array_zyx: np.ndarray, geometry: Any):
-    import SimpleITK as sitk
+    """A float32 SimpleITK image on ``geometry`` (FireANTs reads float images)."""
+    from cctrnet.registration.transforms import array_to_sitk
 
-    image = sitk.GetImageFromArray(array_zyx.astype(np.float32))
-    image.SetSpacing(geometry.spacing_xyz)
-    image.SetOrigin(geometry.origin_xyz)
-    image.SetDirection(geometry.direction_xyz)
-    return image
+    return array_to_sitk(array_zyx.astype(np.float32), geometry)
 
 
 def _with_enough_slices(image, nearest: bool = False):
