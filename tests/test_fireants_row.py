@@ -27,7 +27,8 @@ def test_thin_stacks_gain_slices_over_the_same_extent_and_a_label_comes_back_exa
     np.testing.assert_allclose(last, image.TransformIndexToPhysicalPoint((0, 0, 9)))
     back = sitk.Resample(resampled, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0.0)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), label)  # the round trip the Dice is taken after
-    thick = _sitk_image(np.zeros((40, 4, 4)), geometry)
+    thick = _sitk_image(np.zeros((40, 4, 4)), Geometry(shape_zyx=(40, 4, 4), spacing_xyz=(1.0, 1.0, 2.5),
+                                                              origin_xyz=(0.0, 0.0, 0.0)))
     assert _with_enough_slices(thick) is thick
 
 
