@@ -272,3 +272,19 @@ def test_dask_batches_give_the_same_pairs_as_local(tmp_path):
         a = vf.velocity_from_bytes(local.field_path(*pair).read_bytes())[0]
         b = vf.velocity_from_bytes(remote.field_path(*pair).read_bytes())[0]
         assert np.abs(a - b).max() < 0.02
+
+
+def test_single_pair_affine_engine_is_a_choice():
+    """The registration-only baseline registers a new image with the engine the stage stores pairs with
+    (torch) unless SimpleITK's is asked for; both engines recovering a known affine is checked in
+    test_inference.py on a larger subject."""
+    fixed, label, geometry = make_subject(SHAPE_ZYX, SPACING_XYZ, 0)
+    moving, moving_label, moving_geometry = make_subject(SHAPE_ZYX, SPACING_XYZ, 0, _shift(2.0))
+    result = register_pair(fixed, geometry, moving, moving_geometry, "affine", FAST)
+    assert result.ok and result.engine == "torch", result.reason
+    warped = resample(moving_label, moving_geometry, geometry, result_transform(result), nearest=True)
+    assert dice(warped, label) > 0.9
+    asked = register_pair(fixed, geometry, moving, moving_geometry, "affine", FAST, engine="simpleitk")
+    assert asked.engine == "simpleitk"
+    with pytest.raises(ValueError, match="unknown registration engine"):
+        register_pair(fixed, geometry, moving, moving_geometry, "affine", FAST, engine="elastix")

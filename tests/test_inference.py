@@ -361,7 +361,9 @@ def _atlas_and_subject(world_to_subject: np.ndarray, deformation_mm: float = 0.0
     return configuration, atlas, atlas_label, make_subject(shape_zyx, spacing_xyz, 1, world_to_subject, deformation_mm)
 
 
-def test_registration_only_recovers_the_label_of_a_known_affine_pair(tmp_path):
+@pytest.mark.parametrize("engine", ["torch", "simpleitk"])
+def test_registration_only_recovers_the_label_of_a_known_affine_pair(tmp_path, engine):
+    """Both affine engines; torch is the default, the engine the dataset's own pairs are stored with."""
     from cctrnet.inference.registration_only import RegistrationOnlyPredictor
     from cctrnet.registration.synthetic_pairs import dice
 
@@ -370,7 +372,7 @@ def test_registration_only_recovers_the_label_of_a_known_affine_pair(tmp_path):
     moved_geometry = Geometry(new_geometry.shape_zyx, new_geometry.spacing_xyz, (3.0, -7.0, 2.0), OBLIQUE_DIRECTION)
     write_image(new_image, moved_geometry, tmp_path / "in" / "new_0000.nii.gz")
 
-    predictor = RegistrationOnlyPredictor(configuration, [0, 1, 2, 3], [atlas], ".nii.gz")
+    predictor = RegistrationOnlyPredictor(configuration, [0, 1, 2, 3], [atlas], ".nii.gz", engine=engine)
     report = predictor.predict_folder(tmp_path / "in", tmp_path / "out", progress=False)
     assert report.predicted == ["new"], report.problems
     written, written_geometry = read_image(tmp_path / "out" / "new.nii.gz", dtype=np.int16)

@@ -29,7 +29,7 @@ def test_core_job_list_counts_and_fs_once_per_seed():
     fs = [j for j in jobs if j.method.all_labels]
     assert len(fs) == 4 and all(j.labeled is None for j in fs)
     assert "phantom__CTSTrainer__L1__s0__it300" in ids
-    assert "phantom__regonly__L2__s1" in ids  # no budget in the id: registration only does not train
+    assert "phantom__regonly-reg_engine_torch__L2__s1" in ids  # no budget in the id: registration only does not train
     # registration only runs after the trained runs of its dataset and seed (it reuses labeled_cases.json)
     phantom0 = [j for j in jobs if j.dataset == "phantom" and j.seed == 0]
     assert phantom0[-1].method.kind == "regonly"

@@ -67,7 +67,9 @@ CORE_METHODS = [
     _train("CPS", "CPSTrainer"),
     _train("CTS", "CTSTrainer"),
     _train("CCT-R", "CCTRTrainer"),
-    Method("registration only", "regonly"),
+    # the affine engine the dataset's own pairs are stored with (torch; SimpleITK's until 2026-12-02, whose
+    # records keep the id regonly__...)
+    Method("registration only", "regonly", settings=("reg_engine=torch",)),
     Method("nnU-Net v2 2d", "nnunet"),
     _train("FS (all labels)", "LabeledOnlyTrainer", all_labels=True),
 ]

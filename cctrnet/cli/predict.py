@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --reg-only: the registration of each input volume to the labeled cases "
                              "(default: affine, the paper's baseline; affine_deformable: the torch engine's "
                              "diffeomorphic stage on top)")
+    parser.add_argument("--reg-engine", choices=("torch", "simpleitk"), default="torch",
+                        help="with --reg-only --reg-method affine: the affine engine (default: torch, the engine "
+                             "cctr_plan_and_preprocess registers the training volumes with; simpleitk: the "
+                             "reference engine). affine_deformable always uses torch")
     parser.add_argument("-num_parts", type=int, default=1, metavar="N",
                         help="split the cases into N parts (sorted by case id, dealt out in turn) and predict one "
                              "(default: 1, all cases); run the parts on any machines into the same OUTPUT")
@@ -209,7 +213,8 @@ def _main_registration_only(args: argparse.Namespace, input_folder: Path, output
         report = predict_folder_by_registration(input_folder, output_folder, args.dataset, args.labeled,
                                                 args.model_folder, args.seed, progress=not args.quiet,
                                                 overwrite=not args.continue_prediction,
-                                                method=args.reg_method, part=part)
+                                                method=args.reg_method, part=part,
+                                                engine=args.reg_engine)
     except (RegistrationOnlyError, OSError) as error:
         return fail(str(error), EXIT_USAGE)
     _write_and_print_report(report, output_folder, part)

@@ -1,7 +1,7 @@
 """The registration-only baseline (METHOD.md §8): segment a new image with a labeled training case's label.
 
 For each new image, preprocessed with the training plan: register it with every labeled training case
-("atlas") in both directions with the registration stage's engine, choose the atlas by BRS (cycle RMSE and
+("atlas") in both directions with the registration stage's default engine (torch; SimpleITK's by choice), choose the atlas by BRS (cycle RMSE and
 mutual information, :mod:`cctrnet.registration.brs`), warp that atlas's label onto the image (nearest
 neighbour; where the warp leaves the atlas the label is background), and put it back on the input grid.
 No network is involved.
@@ -53,11 +53,13 @@ class Propagation:
 
 
 def register(fixed_zyx: np.ndarray, fixed_geometry: Geometry, moving_zyx: np.ndarray, moving_geometry: Geometry,
-             method: str, settings: RegistrationSettings, names: tuple[str, str]) -> tuple[Any | None, str | None]:
-    """(fixed -> moving transform, None) or (None, reason), with the engine the method needs."""
+             method: str, settings: RegistrationSettings, names: tuple[str, str],
+             engine: str = "torch") -> tuple[Any | None, str | None]:
+    """(fixed -> moving transform, None) or (None, reason), with ``engine`` where the method allows a choice."""
     from cctrnet.registration.single_pair import register_pair, result_transform
 
-    result = register_pair(fixed_zyx, fixed_geometry, moving_zyx, moving_geometry, method, settings, names)
+    result = register_pair(fixed_zyx, fixed_geometry, moving_zyx, moving_geometry, method, settings, names,
+                           engine=engine)
     return (result_transform(result), None) if result.ok else (None, result.reason or "failed")
 
 
@@ -76,7 +78,7 @@ def cycle_scores(image_zyx: np.ndarray, geometry: Geometry, atlas: Atlas, to_atl
 
 
 def propagate_label(image_zyx: np.ndarray, geometry: Geometry, atlases: Sequence[Atlas], method: str = "affine",
-                    settings: RegistrationSettings | None = None) -> Propagation:
+                    settings: RegistrationSettings | None = None, engine: str = "torch") -> Propagation:
     """The BRS-chosen atlas's label on the image's grid; ValueError when no atlas registers."""
     settings = settings or RegistrationSettings()
     from_atlas: dict[str, Any] = {}
@@ -85,7 +87,7 @@ def propagate_label(image_zyx: np.ndarray, geometry: Geometry, atlases: Sequence
     for atlas in atlases:
         # atlas moving onto the image: resamples the atlas's label onto the image grid
         backward, reason = register(image_zyx, geometry, atlas.image_zyx, atlas.geometry, method, settings,
-                                    (atlas.case_id, _NEW_IMAGE))
+                                    (atlas.case_id, _NEW_IMAGE), engine)
         if backward is None:
             failed[atlas.case_id] = reason or "failed"
             continue
@@ -93,7 +95,7 @@ def propagate_label(image_zyx: np.ndarray, geometry: Geometry, atlases: Sequence
         if len(atlases) == 1:
             break  # BRS with one candidate: that candidate, no cycle needed
         forward, reason = register(atlas.image_zyx, atlas.geometry, image_zyx, geometry, method, settings,
-                                   (_NEW_IMAGE, atlas.case_id))
+                                   (_NEW_IMAGE, atlas.case_id), engine)
         if forward is None:
             failed[atlas.case_id] = f"reverse registration: {reason}"
             continue
@@ -115,7 +117,8 @@ class RegistrationOnlyPredictor:
     """Segments raw images by registering labeled training cases to them (no network)."""
 
     def __init__(self, configuration: dict[str, Any], label_values: Sequence[int], atlases: Sequence[Atlas],
-                 file_ending: str, method: str = "affine", settings: RegistrationSettings | None = None):
+                 file_ending: str, method: str = "affine", settings: RegistrationSettings | None = None,
+                 engine: str = "torch"):
         if not atlases:
             raise RegistrationOnlyError("the registration-only baseline needs at least one labeled training case")
         self.configuration = configuration
@@ -123,6 +126,7 @@ class RegistrationOnlyPredictor:
         self.atlases = list(atlases)
         self.file_ending = file_ending
         self.method = method
+        self.engine = engine
         self.settings = settings or RegistrationSettings()
         self.chosen_atlas: dict[str, str] = {}
 
@@ -131,7 +135,8 @@ class RegistrationOnlyPredictor:
         data, raw_geometry = read_case_images(image_files)
         data, _, properties = preprocess_arrays(data, None, raw_geometry, self.configuration, self.label_values)
         geometry = Geometry.from_dict(properties["geometry_preprocessed"])
-        propagation = propagate_label(data[self.settings.channel], geometry, self.atlases, self.method, self.settings)
+        propagation = propagate_label(data[self.settings.channel], geometry, self.atlases, self.method, self.settings,
+                                      self.engine)
         self.chosen_atlas[Path(output_file).name] = propagation.atlas_id
         label = label_to_raw(propagation.label_zyx, properties, self.label_values)
         dtype = np.uint8 if max(self.label_values) < 256 else np.int16
@@ -166,7 +171,8 @@ def load_atlases(data_folder: Path, case_ids: Sequence[str], channel: int = 0) -
 def predict_folder_by_registration(input_folder: Path, output_folder: Path, dataset: str | None,
                                    labeled: str | None, model_folder: str | None = None, seed: int | None = None,
                                    progress: bool = True, overwrite: bool = True,
-                                   method: str = "affine", part: CasePart | None = None) -> FolderPredictionReport:
+                                   method: str = "affine", part: CasePart | None = None,
+                                   engine: str = "torch") -> FolderPredictionReport:
     """``cctr_predict --reg-only``: find the preprocessed dataset and its labeled set, then predict a folder."""
     from cctrnet import paths
     from cctrnet.dataset.labeled_selection import select_labeled_cases
@@ -211,10 +217,11 @@ def predict_folder_by_registration(input_folder: Path, output_folder: Path, data
         except ValueError as error:
             raise RegistrationOnlyError(str(error)) from None
     settings = RegistrationSettings()
-    print(f"registration-only ({method}): {dataset_folder.name}, labeled case(s) {', '.join(chosen)}")
+    shown = method if method == "affine_deformable" else f"{method}, {engine} engine"
+    print(f"registration-only ({shown}): {dataset_folder.name}, labeled case(s) {', '.join(chosen)}")
     predictor = RegistrationOnlyPredictor(configuration, sorted(dataset_json["labels"].values()),
                                           load_atlases(data_folder, chosen, settings.channel),
-                                          dataset_json["file_ending"], method, settings)
+                                          dataset_json["file_ending"], method, settings, engine)
     return predictor.predict_folder(input_folder, output_folder, overwrite, progress, part)
 
 

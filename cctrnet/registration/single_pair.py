@@ -1,7 +1,9 @@
 """One pair from arrays, with whichever engine a method needs, and the SimpleITK transform of its result.
 
 What callers outside the stage use when a pair is not stored (the registration-only baseline on new
-images): affine and affine_bspline through SimpleITK, affine_deformable through the torch engine (its
+images): affine through the engine asked for (torch by default, the engine ``cctr_plan_and_preprocess`` stores
+the dataset's own pairs with, so a new image is registered as the training volumes were), affine_bspline
+through SimpleITK (the torch engine has no B-spline model), affine_deformable through the torch engine (its
 affine first, then the deformable stage from it).
 """
 from __future__ import annotations
@@ -14,15 +16,18 @@ import numpy as np
 
 from cctrnet.dataset.geometry import Geometry
 from cctrnet.registration.pair_result import PairResult
-from cctrnet.registration.settings import RegistrationSettings, check_method
+from cctrnet.registration.settings import RegistrationSettings, check_engine, check_method
 
 
 def register_pair(fixed_zyx: np.ndarray, fixed_geometry: Geometry, moving_zyx: np.ndarray, moving_geometry: Geometry,
                   method: str, settings: RegistrationSettings, names: tuple[str, str] = ("moving", "fixed"),
-                  device: str = "cpu") -> PairResult:
-    """Register moving onto fixed; a failure is returned as a failed PairResult, never raised."""
+                  device: str = "cpu", engine: str = "torch") -> PairResult:
+    """Register moving onto fixed; a failure is returned as a failed PairResult, never raised. ``engine``
+    chooses the affine engine (affine_bspline is always SimpleITK's, affine_deformable always torch's)."""
     check_method(method)
-    if method != "affine_deformable":
+    check_engine(engine)
+    torch_affine = method == "affine" and engine == "torch"
+    if method != "affine_deformable" and not torch_affine:
         from cctrnet.registration.sitk_engine import register_pair_sitk
 
         return register_pair_sitk(fixed_zyx, fixed_geometry, moving_zyx, moving_geometry, method, settings, names)
@@ -31,6 +36,8 @@ def register_pair(fixed_zyx: np.ndarray, fixed_geometry: Geometry, moving_zyx: n
 
     pair = PairVolumes(names[0], names[1], fixed_zyx, fixed_geometry, moving_zyx, moving_geometry)
     affine = register_batch_torch([pair], settings, device)[0]
+    if torch_affine:
+        return affine
     if not affine.ok:
         affine.method = method
         affine.reason = f"the affine registration this pair starts from failed: {affine.reason}"
