@@ -96,3 +96,10 @@ def test_held_out_cases_are_a_seeded_share_never_all_and_none_without_a_fraction
     assert held_out_cases(cases, 0.0, seed=0) == [] and held_out_cases(cases[:1], 0.5, seed=0) == []
     with pytest.raises(ValueError, match="rsl_fade_holdout_fraction"):
         TrainerConfig(rsl_fade_holdout_fraction=1.0)
+
+
+def test_config_checks_the_registered_label_decay():
+    with pytest.raises(ValueError, match="rsl_decay must be one of"):
+        TrainerConfig(rsl_decay="exponential")
+    with pytest.raises(ValueError, match="rsl_decay_end"):
+        TrainerConfig(rsl_decay="cosine", rsl_decay_end=1.5)

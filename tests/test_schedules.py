@@ -66,3 +66,15 @@ def test_an_extension_restarts_the_learning_rate_and_holds_the_ramps():
     assert ScheduleSpan.from_dict(extended.to_dict()) == extended
     with pytest.raises(ValueError, match="beyond 100"):
         first.extended_to(100)
+
+
+def test_decay_factor_by_hand():
+    from cctrnet.training.schedules import decay_factor
+
+    assert decay_factor(0.25, "linear", end=0.2) == pytest.approx(0.2 + 0.8 * 0.75)
+    assert decay_factor(0.25, "cosine", end=0.2) == pytest.approx(0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi / 4)))
+    assert decay_factor(0.5, "cosine") == pytest.approx(0.5)
+    assert decay_factor(1.5, "linear", end=0.1) == pytest.approx(0.1)  # held at the end after the span
+    assert decay_factor(0.7, "none", end=0.0) == 1.0
+    with pytest.raises(ValueError, match="decay shape"):
+        decay_factor(0.5, "step")

@@ -458,3 +458,17 @@ def test_a_setting_of_a_switched_off_module_is_named_when_the_trainer_is_built(t
     assert "w_rs change(s) nothing in this run of LabeledOnlyTrainer" in note and "w_rs needs rsl on" in note
     _trainer("LabeledOnlyTrainer", 2, tmp_path / "ls2")
     assert "change(s) nothing" not in capsys.readouterr().out
+
+
+def test_decaying_registered_label_weight_scales_the_rsl_term(tiny_dataset, tmp_path, monkeypatch):
+    """rsl_decay=linear: w_rs falls from w_rs to w_rs * rsl_decay_end over the run, and L_rs is scaled by it."""
+    import cctrnet.training.trainers.cross_teaching as cross_teaching
+
+    monkeypatch.setattr(cross_teaching, "registration_supervision_loss", lambda logits, target, batch_sum=None:
+                        logits.new_ones(()))  # L_rs = 1: the logged term is the weight itself
+    trainer = _trainer("CCTRTrainer", 4, tmp_path / "decay", w_rs=0.8, rsl_decay="linear", rsl_decay_end=0.25)
+    trainer.run(progress=False)
+    # steps at iterations 0..3 of 4: factor 1 - 0.75 * i / 4 -> 1, 0.8125, 0.625, 0.4375
+    expected = [0.8, 0.65, 0.5, 0.35]
+    assert [v for _, v in trainer.log.history["w_rs"]] == pytest.approx(expected)
+    assert [v for _, v in trainer.log.history["loss_rsl_A"]] == pytest.approx(expected)

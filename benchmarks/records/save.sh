@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Copies finished benchmark records into benchmarks/records/<work folder name>/ (benchmarks/README.md, "Records"):
-# jobs/*.json and prepare/*.json of the reproduction runner, results.json and atlas_properties.json of the
+# jobs/*.json, prepare/*.json and reruns/*.json (repeated runs kept beside the record) of the reproduction runner,
+# seen_vs_unseen.json (benchmarks/seen_vs_unseen_benchmark.py), results.json and atlas_properties.json of the
 # suggestion benchmark, and per prepared dataset its registration choice and a summary of its registration report
 # (without the per-pair lists). Usage: bash benchmarks/records/save.sh WORK_DIR [WORK_DIR ...]
 set -euo pipefail
 records="$(cd "$(dirname "$0")" && pwd)"
 for work in "$@"; do
   out="$records/$(basename "$work")"
-  for sub in jobs prepare; do
+  for sub in jobs prepare reruns; do
     if compgen -G "$work/$sub/*.json" > /dev/null; then mkdir -p "$out/$sub" && cp "$work/$sub"/*.json "$out/$sub/"; fi
   done
-  for file in results.json atlas_properties.json summary.json; do
+  for file in results.json atlas_properties.json summary.json seen_vs_unseen.json; do
     if [ -f "$work/$file" ]; then mkdir -p "$out" && cp "$work/$file" "$out/"; fi
   done
   for registration in "$work"/cctr_preprocessed/*/registration/2d; do

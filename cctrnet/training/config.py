@@ -49,6 +49,10 @@ class TrainerConfig:
     #: share of the unlabeled volumes whose registered labels leave L_rs and only measure the fade (0: the fade
     #: is measured on the slices RSL trains on, where the branches have learned the labels they are compared to)
     rsl_fade_holdout_fraction: float = 0.0
+    #: w_rs times a factor falling from 1 to rsl_decay_end over the run's warm-up span ("linear" or "cosine";
+    #: "none": constant, the paper's), times the fade when both are on (cctrnet.training.schedules.decay_factor)
+    rsl_decay: str = "none"
+    rsl_decay_end: float = 0.0
     two_branches: bool = True  # off: branch A alone (labeled-only baseline)
     # "plan": the plan's branch B; "same_as_a": a second PlainConvUNet (CPS); "ResidualEncoderUNet" or
     # "Primus2D": that family, built by the planner's rules at the plan's patch and topology
@@ -131,6 +135,12 @@ class TrainerConfig:
             raise ValueError(f"setting rsl_fade_holdout_fraction must be in [0, 1), got {self.rsl_fade_holdout_fraction}")
         if not 0.0 <= self.rsl_fade_momentum < 1.0:
             raise ValueError(f"setting rsl_fade_momentum must be in [0, 1), got {self.rsl_fade_momentum}")
+        from cctrnet.training.schedules import DECAY_SHAPES
+
+        if self.rsl_decay not in DECAY_SHAPES:
+            raise ValueError(f"setting rsl_decay must be one of {', '.join(DECAY_SHAPES)}, got {self.rsl_decay!r}")
+        if not 0.0 <= self.rsl_decay_end <= 1.0:
+            raise ValueError(f"setting rsl_decay_end must be in [0, 1], got {self.rsl_decay_end}")
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -148,6 +158,7 @@ class TrainerConfig:
 #: networks as one with w_rs=1
 USED_ONLY_WITH: dict[str, tuple[str, ...]] = {
     "w_rs": ("rsl",), "rsl_fade": ("rsl",), "rsl_fade_momentum": ("rsl",), "rsl_fade_holdout_fraction": ("rsl",),
+    "rsl_decay": ("rsl",), "rsl_decay_end": ("rsl",),
     "rsl_fusion": ("rsl", "reps"), "brs": ("rsl", "reps"), "registration_method": ("rsl", "reps"),
     "registration_engine": ("rsl", "reps"),
     "w_cps_max": ("cps",), "w_cps_sharpness": ("cps",),

@@ -3,6 +3,9 @@
 - CPS weight, a Gaussian warm-up over the whole run: ``w(i) = w_max * exp(-k * (1 - i / i_total)^2)``
   with ``w_max = 0.1`` and ``k = 5`` (METHOD.md §2).
 - Learning rate, polynomial decay: ``lr(i) = lr_0 * (1 - i / i_total)^0.9``.
+- Registered-label weight (beyond the paper, off by default): ``w_rs`` times a factor that falls from 1 to
+  ``end`` over the run, linearly or along a half cosine (``rsl_decay``), so that registered labels shape the
+  networks early and cross teaching, whose weight rises over the same run, has the unlabeled slices late.
 
 :class:`ScheduleSpan` says which iterations both cover, also after a finished run was extended.
 """
@@ -32,6 +35,20 @@ def gaussian_warmup_weight(iteration: int, total_iterations: int, max_weight: fl
 def poly_learning_rate(iteration: int, total_iterations: int, initial_lr: float, power: float = 0.9) -> float:
     """initial_lr * (1 - i / total)^power; 0 from the last iteration on."""
     return initial_lr * (1.0 - _progress(iteration, total_iterations)) ** power
+
+
+DECAY_SHAPES = ("none", "linear", "cosine")
+
+
+def decay_factor(progress: float, shape: str, end: float = 0.0) -> float:
+    """1 at progress 0, ``end`` at progress 1 (and after), along ``shape``; always 1 for "none"."""
+    if shape not in DECAY_SHAPES:
+        raise ValueError(f"decay shape must be one of {', '.join(DECAY_SHAPES)}, got {shape!r}")
+    if shape == "none":
+        return 1.0
+    progress = min(max(progress, 0.0), 1.0)
+    falling = 1.0 - progress if shape == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return end + (1.0 - end) * falling
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from cctrnet.training.config import TrainerConfig
 from cctrnet.training import distributed
 from cctrnet.training.progress_log import ProgressLog
 from cctrnet.training.run_setup import RunSetup
-from cctrnet.training.schedules import ScheduleSpan
+from cctrnet.training.schedules import ScheduleSpan, decay_factor
 from cctrnet.utilities.file_io import save_json
 from cctrnet.utilities.progress_bars import quiet_bar_options
 from cctrnet.utilities.stop_signals import deferred_stop_signals, signal_name
@@ -211,6 +211,12 @@ class BaseTrainer:
     def measures_pseudo_labels(self) -> bool:
         """Whether the step being computed reports pseudo-label quality (it becomes iteration ``iteration + 1``)."""
         return (self.iteration + 1) % self.config.pseudo_label_quality_every == 0
+
+    def registered_label_weight(self) -> float:
+        """w_rs at this iteration: constant, or decayed over the warm-up span by ``rsl_decay`` (held at its end
+        value after an extension, as the ramps are)."""
+        c = self.config
+        return c.w_rs * decay_factor(self.schedule.ramp_progress(self.iteration), c.rsl_decay, c.rsl_decay_end)
 
     def extend_to(self, num_iterations: int, kept_checkpoint: str) -> None:
         """Make this finished run (just loaded) go on to ``num_iterations``; see :class:`ScheduleSpan`."""

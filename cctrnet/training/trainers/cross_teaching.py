@@ -103,7 +103,7 @@ class CCTRTrainer(BaseTrainer):
         total = x.new_zeros(())
         scalars: dict[str, float] = {}
         batch_sum = self.distributed.sum if self.distributed.enabled else None  # statistics of the global batch
-        w_rs = c.w_rs
+        w_rs = self.registered_label_weight()
         rsl_target = unlabeled["target"] if c.rsl else None
         if self.rsl_fade is not None:
             predictions = [outputs[n].logits[n_l:].argmax(1) for n in names]
@@ -116,7 +116,9 @@ class CCTRTrainer(BaseTrainer):
                 fade = self.rsl_fade.update(predictions, rsl_target)
             if self.distributed.enabled:  # each rank measures its own slices; all use the mean factor
                 fade = float(self.distributed.sum(torch.tensor(fade, device=x.device))) / self.distributed.world_size
-            w_rs, scalars["rsl_fade"] = c.w_rs * fade, fade
+            w_rs, scalars["rsl_fade"] = w_rs * fade, fade
+        if c.rsl and c.rsl_decay != "none":
+            scalars["w_rs"] = w_rs
         for name in names:
             other = next((n for n in names if n != name), None)
             logits = outputs[name].logits.float()
