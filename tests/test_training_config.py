@@ -29,6 +29,7 @@ def test_paper_defaults():
     assert (c.learning_rate_cnn, c.learning_rate_transformer, c.weight_decay, c.poly_power) == (5e-4, 1e-4, 5e-4, 0.9)
     assert (c.w_cps_max, c.bank_fraction, c.reps_w1, c.reps_w2) == (0.1, 0.2, 0.5, 0.5)
     assert c.w_rs == 0.3  # not the paper's 1: chosen on validation patients (benchmarks.md)
+    assert (c.rsl_decay, c.rsl_decay_end) == ("cosine", 0.0)  # not the paper's constant weight: the same way
 
 
 def test_registry_knows_every_trainer_and_refuses_others():

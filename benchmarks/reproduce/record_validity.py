@@ -46,11 +46,11 @@ def expected_settings(job: Job) -> dict[str, Any] | None:
 def setting_changes(recorded: Mapping[str, Any], expected: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """``setting -> (recorded, expected)`` for each setting that changes training and differs. A setting the
     record lacks was added after it ran; a new setting's default keeps the earlier behaviour (the rule for
-    TrainerConfig), so the record ran with that default: equal to a job at the default, different from a job
-    that sets another value. A setting inert in both runs (w_rs with rsl off) changes nothing."""
-    from cctrnet.training.config import TrainerConfig, inert_settings
+    TrainerConfig), so the record ran with that default (or, for a default changed since, with the value
+    ``BEHAVIOUR_BEFORE_SETTING_EXISTED`` names): equal to a job at that value, different from one at another. A setting inert in both runs (w_rs with rsl off) changes nothing."""
+    from cctrnet.training.config import BEHAVIOUR_BEFORE_SETTING_EXISTED, TrainerConfig, inert_settings
 
-    defaults = TrainerConfig().to_dict()
+    defaults = {**TrainerConfig().to_dict(), **BEHAVIOUR_BEFORE_SETTING_EXISTED}
     recorded = {**{key: defaults[key] for key in expected if key not in recorded and key in defaults}, **recorded}
     ignored = MONITORING_SETTINGS | (inert_settings(dict(recorded)) & inert_settings(dict(expected)))
     return {key: (recorded[key], value) for key, value in expected.items()
