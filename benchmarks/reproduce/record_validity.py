@@ -47,7 +47,8 @@ def setting_changes(recorded: Mapping[str, Any], expected: Mapping[str, Any]) ->
     """``setting -> (recorded, expected)`` for each setting that changes training and differs. A setting the
     record lacks was added after it ran; a new setting's default keeps the earlier behaviour (the rule for
     TrainerConfig), so the record ran with that default (or, for a default changed since, with the value
-    ``BEHAVIOUR_BEFORE_SETTING_EXISTED`` names): equal to a job at that value, different from one at another. A setting inert in both runs (w_rs with rsl off) changes nothing."""
+    ``BEHAVIOUR_BEFORE_SETTING_EXISTED`` names): equal to a job at that value, different from one at another.
+    A setting inert in both runs (w_rs with rsl off) changes nothing."""
     from cctrnet.training.config import BEHAVIOUR_BEFORE_SETTING_EXISTED, TrainerConfig, inert_settings
 
     defaults = {**TrainerConfig().to_dict(), **BEHAVIOUR_BEFORE_SETTING_EXISTED}

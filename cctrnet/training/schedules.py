@@ -3,7 +3,7 @@
 - CPS weight, a Gaussian warm-up over the whole run: ``w(i) = w_max * exp(-k * (1 - i / i_total)^2)``
   with ``w_max = 0.1`` and ``k = 5`` (METHOD.md §2).
 - Learning rate, polynomial decay: ``lr(i) = lr_0 * (1 - i / i_total)^0.9``.
-- Registered-label weight (beyond the paper, off by default): ``w_rs`` times a factor that falls from 1 to
+- Registered-label weight (beyond the paper; cosine to 0 by default since 2026-12-03): ``w_rs`` times a factor that falls from 1 to
   ``end`` over the run, linearly or along a half cosine (``rsl_decay``), so that registered labels shape the
   networks early and cross teaching, whose weight rises over the same run, has the unlabeled slices late.
 

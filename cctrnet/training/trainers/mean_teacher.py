@@ -61,7 +61,8 @@ class UAMTTrainer(CCTRTrainer):
         scalars = {"loss_sup_A": float(supervised.detach()), "loss_consistency_A": float(consistency.detach()),
                    "w_consistency": weight, "certain_fraction": float(mask.mean())}
         if c.rsl:
-            rsl = self.registered_label_weight() * registration_supervision_loss(student[n_l:], unlabeled["target"], batch_sum=batch_sum)
+            rsl = self.registered_label_weight() * registration_supervision_loss(student[n_l:], unlabeled["target"],
+                                                                                 batch_sum=batch_sum)
             total = total + rsl
             scalars["loss_rsl_A"] = float(rsl.detach())
         if "hidden_truth" in unlabeled and self.measures_pseudo_labels():
