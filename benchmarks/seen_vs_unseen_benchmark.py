@@ -34,13 +34,12 @@ from typing import Any, Sequence
 
 if __package__ in (None, ""):  # run as a file: make the sibling modules importable as ``benchmarks.*``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.reproduce.runner import predict_command  # noqa: E402
 from benchmarks.reproduce.store import WorkFolder  # noqa: E402
 from cctrnet.evaluation.evaluate_folder import detect_file_ending, evaluate_folders  # noqa: E402
+from cctrnet.postprocessing import UNPROCESSED_SUBFOLDER  # noqa: E402
 from cctrnet.training.validation_curve import spread_choice  # noqa: E402
 from cctrnet.utilities.file_io import load_json, save_json  # noqa: E402
-
-CURVE_CASES = 4  # TrainerConfig.validation_max_cases at the runs measured: the cases dice_hidden_A uses
-
 
 def case_mean_dice(record: dict[str, Any]) -> float:
     """Mean Dice (%) over the classes a case's reference or prediction has (both empty: not counted)."""
@@ -56,11 +55,11 @@ def group_mean(per_case: Sequence[dict[str, Any]], cases: Sequence[str]) -> floa
 
 
 def predict_training_images(work: WorkFolder, raw_dataset: Path, model_folder: Path, output: Path) -> None:
-    """cctr_predict of imagesTr into ``output`` (post-processed) and ``output/without_postprocessing``."""
-    if (output / "without_postprocessing").is_dir() and any(output.glob("*.nii.gz")):
+    """cctr_predict of imagesTr into ``output`` (post-processed) and its unprocessed subfolder, as the runner
+    predicts the test images (no mirroring)."""
+    if (output / UNPROCESSED_SUBFOLDER).is_dir() and any(output.glob("*.nii.gz")):
         return
-    command = ["cctr_predict", "-i", str(raw_dataset / "imagesTr"), "-o", str(output), "-m", str(model_folder),
-               "--device", "cpu", "--quiet", "--save-without-postprocessing", "--disable-tta"]
+    command = predict_command(raw_dataset / "imagesTr", output, model_folder, "cpu", disable_tta=True)
     subprocess.run(command, check=True, env=work.environment())
 
 
@@ -75,7 +74,9 @@ def measure_run(work: WorkFolder, run_id: str) -> dict[str, Any]:
     raw_dataset = work.raw / dataset_name
     split = load_json(model_folder / "labeled_cases.json")
     labeled, unlabeled = list(split["labeled"]), list(split.get("hidden_labels", []))
-    curve_cases = spread_choice(unlabeled, CURVE_CASES)
+    # the cases the run's hidden-label curve measured (dice_hidden_A), by the run's own setting
+    curve_count = int(load_json(model_folder / "config.json")["settings"]["validation_max_cases"])
+    curve_cases = spread_choice(unlabeled, curve_count)
     output = work.root / "runs" / run_id / "predictions_train"
     predict_training_images(work, raw_dataset, model_folder, output)
     labels = {k: int(v) for k, v in load_json(raw_dataset / "dataset.json")["labels"].items() if int(v) != 0}
@@ -83,7 +84,7 @@ def measure_run(work: WorkFolder, run_id: str) -> dict[str, Any]:
     ending = detect_file_ending(reference)
     row: dict[str, Any] = {"run": run_id, "method": record["job"]["method_label"], "seed": record["job"]["seed"],
                            "labeled_cases": labeled, "unlabeled_cases": unlabeled, "curve_cases": curve_cases}
-    for variant, folder in (("post", output), ("raw", output / "without_postprocessing")):
+    for variant, folder in (("post", output), ("raw", output / UNPROCESSED_SUBFOLDER)):
         summary = evaluate_folders(reference, folder, labels, ending, show_progress=False,
                                    output_file=folder / "summary_train.json")
         per_case = summary["per_case"]

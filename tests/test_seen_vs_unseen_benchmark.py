@@ -37,6 +37,7 @@ def _work_folder(root: Path) -> WorkFolder:
     model = root / "runs" / RUN / "cctr_results" / DATASET / "CPSTrainer__labeled1__seed0"
     model.mkdir(parents=True)
     (model / "checkpoint_final.pth").write_bytes(b"")
+    (model / "config.json").write_text(json.dumps({"settings": {"validation_max_cases": 4}}))
     cases = ["case_a", "case_b", "case_c"]
     (model / "labeled_cases.json").write_text(json.dumps(
         {"labeled": ["case_a"], "unlabeled": cases[1:], "hidden_labels": cases[1:]}))

@@ -189,6 +189,14 @@ def prepare_dataset(work: WorkFolder, dataset: str, cpu_step_seconds: float, ech
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------
+def predict_command(images: Path, output: Path, model: Path, device: str, disable_tta: bool) -> list[str]:
+    """How every benchmark prediction runs: cctr_predict, post-processed and (--save-without-postprocessing)
+    without, so that every table has both."""
+    command = ["cctr_predict", "-i", str(images), "-o", str(output), "-m", str(model), "--device", device, "--quiet",
+               "--save-without-postprocessing"]
+    return command + (["--disable-tta"] if disable_tta else [])
+
+
 def evaluate(recorder: StepRecorder, work: WorkFolder, prepared: dict, predictions: Path,
              step_name: str = "evaluate", reference: str = "labelsTs",
              expected_missing: Sequence[str] = ()) -> dict[str, Any]:
@@ -282,10 +290,8 @@ def run_training_job(work: WorkFolder, job: Job, prepared: dict, disable_tta: bo
         raise JobError(f"no model folder under {results_root} after training")
 
     def predict(step: str, images: str, output: Path) -> None:
-        # --save-without-postprocessing: every table with and without the model's post-processing
-        command = ["cctr_predict", "-i", str(work.raw / prepared["dataset_name"] / images), "-o", str(output),
-                   "-m", str(model), "--device", device, "--quiet", "--save-without-postprocessing"]
-        recorder.run(step, command + (["--disable-tta"] if disable_tta else []))
+        recorder.run(step, predict_command(work.raw / prepared["dataset_name"] / images, output, model, device,
+                                           disable_tta))
 
     predictions = folder / "predictions"
     predict("predict", "imagesTs", predictions)
