@@ -59,6 +59,20 @@ def test_a_cluster_and_an_outlier_give_the_medoid_then_the_outlier(tmp_path):
     assert suggestion["registration_method"] == "affine" and suggestion["dissimilarity"]["terms"] == ["image"]
 
 
+def test_the_suggestion_names_its_near_ties_and_prints_them(tmp_path):
+    from cctrnet.registration.label_suggestion import describe, suggest_labels
+
+    folder = _dataset(tmp_path)
+    strict = suggest_labels(folder, 1, near_tie_share=0.0)
+    assert strict["suggested"][0]["near_ties"] == [] and "near tie" not in describe(strict)
+    loose = suggest_labels(folder, 1, near_tie_share=10.0)
+    ties = loose["suggested"][0]["near_ties"]
+    # a1 and a3 are the medoid's neighbours on the line, equally far from being the medoid; the outlier is last
+    assert [t["case"] for t in ties[:2]] == ["a1", "a3"] and ties[-1]["case"] == "z"
+    assert ties[0]["extra_cost_share"] == ties[1]["extra_cost_share"] > 0
+    assert "near ties" in describe(loose) and "a1 (+" in describe(loose)
+
+
 def test_already_labeled_cases_are_kept_and_never_suggested(tmp_path):
     from cctrnet.registration.label_suggestion import SuggestionError, suggest_labels
 
@@ -109,6 +123,21 @@ def test_greedy_and_mds_on_points_of_a_plane():
     coordinates, share = classical_mds(distances)
     embedded = np.linalg.norm(coordinates[:, None] - coordinates[None], axis=-1)
     assert share == pytest.approx(1.0) and np.allclose(embedded, distances, atol=1e-6)
+
+
+def test_near_ties_are_the_candidates_within_the_tolerance_of_the_chosen_cost():
+    positions = np.array([0.0, 1.0, 2.05])
+    distances = np.abs(positions[:, None] - positions[None])
+    # costs of choosing 0 / 1 / 2: 3.05, 2.05, 3.10; the extra shares over 2.05: 1.00 / 2.05 and 1.05 / 2.05
+    pick, = greedy_facility_location(distances, 1, near_tie_share=0.5)
+    assert pick.index == 1 and len(pick.near_ties) == 1
+    assert pick.near_ties[0][0] == 0 and pick.near_ties[0][1] == pytest.approx(1.0 / 2.05)
+    assert greedy_facility_location(distances, 1)[0].near_ties == []  # no tolerance
+    wider, = greedy_facility_location(distances, 1, near_tie_share=0.52)
+    assert [index for index, _ in wider.near_ties] == [0, 2]  # nearest first
+    line = np.abs(np.arange(4.0)[:, None] - np.arange(4.0)[None])  # 1 and 2 cost 4 each: an exact tie
+    tied, = greedy_facility_location(line, 1)
+    assert tied.index == 1 and tied.near_ties == [(2, 0.0)]
 
 
 def test_cli_ids_only_prints_just_the_ids(tmp_path, monkeypatch):

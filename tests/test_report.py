@@ -113,3 +113,17 @@ def test_cctr_evaluate_with_a_model_writes_the_report_next_to_the_predictions(tr
     assert done.returncode == 0, done.stderr
     text = (predictions / "report.html").read_text()
     assert re.search(r"evaluated from <code>[^<]*pred/summary.json", text)
+
+
+def test_the_cases_section_names_the_suggestions_near_ties(tmp_path):
+    from cctrnet.report.sections import cases_section
+    from cctrnet.report.sources import ReportSources
+
+    suggestion = {"ids": ["p1a", "p1b"], "unit": "patient", "near_tie_share": 0.02, "registration_method": "affine",
+                  "suggested": [{"rank": 1, "patient": "p1", "near_ties": [{"patient": "p7", "extra_cost_share": 0.007}]}]}
+    sources = ReportSources(model_folder=tmp_path, labeled_cases={"labeled": ["p1a", "p1b"], "unlabeled": ["q"]},
+                            registration_folder=tmp_path, suggestion=suggestion)
+    html, _ = cases_section(sources)
+    assert "Near ties (coverage cost at most 2 % higher" in html and "rank 1: p7 (+0.7 %)" in html
+    suggestion["suggested"][0]["near_ties"] = []
+    assert "Near ties" not in cases_section(sources)[0]

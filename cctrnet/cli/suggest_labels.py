@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="refuse instead of registering the pairs that are not stored yet")
     parser.add_argument("--deformation-weight", type=float, default=None, metavar="W",
                         help="weight of the deformation size against the image term (default 0.5; 0: image only)")
+    parser.add_argument("--near-tie-share", type=float, default=None, metavar="S",
+                        help="list, beside each suggestion, the candidates whose coverage cost is at most this "
+                             "share above it (default 0.02: 2 %%)")
     parser.add_argument("-o", "--output-folder", type=Path, default=None,
                         help="where the JSON and PNG go (default: the registration folder)")
     parser.add_argument("--per-volume", action="store_true",
@@ -46,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     from cctrnet.dataset.raw_dataset import DatasetNotFoundError, find_dataset_folder
     from cctrnet.paths import preprocessed_folder
     from cctrnet.registration.dissimilarity import DissimilaritySettings
-    from cctrnet.registration.label_suggestion import SuggestionError, describe, suggest_labels, write_suggestion
+    from cctrnet.registration.label_suggestion import (NEAR_TIE_SHARE, SuggestionError, describe, suggest_labels,
+                                                       write_suggestion)
 
     try:
         folder = find_dataset_folder(args.dataset, preprocessed_folder())
@@ -57,10 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.deformation_weight < 0:
             return fail(f"--deformation-weight must be at least 0, got {args.deformation_weight}")
         settings = DissimilaritySettings(deformation_weight=args.deformation_weight)
+    near_tie_share = NEAR_TIE_SHARE if args.near_tie_share is None else args.near_tie_share
+    if near_tie_share < 0:
+        return fail(f"--near-tie-share must be at least 0, got {args.near_tie_share}")
     try:
         suggestion = suggest_labels(folder, args.num_cases, args.labeled_cases, args.configuration,
                                     args.registration, register_missing=not args.no_register, settings=settings,
-                                    group_by_patient=not args.per_volume)
+                                    group_by_patient=not args.per_volume, near_tie_share=near_tie_share)
         json_path, figure_path = write_suggestion(suggestion, folder, args.output_folder)
     except (SuggestionError, FileNotFoundError, ValueError, OSError) as error:
         return fail(str(error))

@@ -37,6 +37,10 @@ FIGURE_FILE = "suggested_labels.png"
 AUTO_ORDER = ("affine_deformable", "affine", "affine_bspline")
 #: decimals kept for the matrix in the JSON
 MATRIX_DECIMALS = 4
+#: a candidate whose coverage cost is at most this share above the chosen one's is listed as a near tie: the
+#: order between them is within what registering the same volumes again can change (on the ACDC-like
+#: population a new store moved the first choice's lead by 0.9 %, and the choice flipped; benchmarks.md)
+NEAR_TIE_SHARE = 0.02
 
 
 class SuggestionError(RuntimeError):
@@ -73,9 +77,10 @@ def suggest_labels(preprocessed_dataset_folder: Path, num_cases: int, labeled_ca
                    configuration: str = "2d", method: str = "auto", register_missing: bool = True,
                    settings: DissimilaritySettings | None = None,
                    registration_settings: RegistrationSettings | None = None,
-                   group_by_patient: bool = True) -> dict[str, Any]:
+                   group_by_patient: bool = True, near_tie_share: float = NEAR_TIE_SHARE) -> dict[str, Any]:
     """The suggestion contract (see the module docstring); nothing is written. ``num_cases`` counts patients
-    when the dataset declares them and ``group_by_patient`` is on."""
+    when the dataset declares them and ``group_by_patient`` is on. Each suggested entry lists its near ties:
+    the candidates whose coverage cost at that rank is at most ``near_tie_share`` above the chosen one's."""
     folder = Path(preprocessed_dataset_folder)
     data_folder = folder / configuration
     cases = sorted(list_preprocessed_cases(data_folder)) if data_folder.is_dir() else []
@@ -108,11 +113,12 @@ def suggest_labels(preprocessed_dataset_folder: Path, num_cases: int, labeled_ca
     labeled_units = _labeled_units(labeled, patient_of)
     fixed = [k for k, (name, _) in enumerate(units) if name in labeled_units]
     try:
-        picks = greedy_facility_location(unit_distances, num_cases, fixed, "patient" if patient_of else "case")
+        picks = greedy_facility_location(unit_distances, num_cases, fixed, "patient" if patient_of else "case",
+                                         near_tie_share=near_tie_share)
     except ValueError as error:
         raise SuggestionError(str(error)) from None
     return _contract(folder, configuration, dissimilarity, units, unit_distances, fixed, picks,
-                     settings or DissimilaritySettings(), patient_of is not None)
+                     settings or DissimilaritySettings(), patient_of is not None, near_tie_share)
 
 
 def _patients(folder: Path, cases: Sequence[str]) -> dict[str, str] | None:
@@ -149,7 +155,7 @@ def _units(cases: Sequence[str], labeled: Sequence[str], patient_of: dict[str, s
 
 def _contract(folder: Path, configuration: str, dissimilarity: Dissimilarity, units: list[tuple[str, list[str]]],
               unit_distances: np.ndarray, fixed: list[int], picks, settings: DissimilaritySettings,
-              by_patient: bool) -> dict[str, Any]:
+              by_patient: bool, near_tie_share: float) -> dict[str, Any]:
     cases, values = dissimilarity.cases, dissimilarity.values
     position = {case: i for i, case in enumerate(cases)}
     chosen = fixed + [p.index for p in picks]
@@ -167,7 +173,9 @@ def _contract(folder: Path, configuration: str, dissimilarity: Dissimilarity, un
 
     suggested = [{"rank": rank, **entry(p.index), "score": round(p.share, 4), "gain": round(p.gain, 4),
                   "mean_dissimilarity_to_represented": round(float(np.mean(
-                      [unit_distances[position[c], p.index] for c in represents[units[p.index][0]]])), 4)}
+                      [unit_distances[position[c], p.index] for c in represents[units[p.index][0]]])), 4),
+                  "near_ties": [{("patient" if by_patient else "case"): units[index][0],
+                                 "extra_cost_share": round(extra, 4)} for index, extra in p.near_ties]}
                  for rank, p in enumerate(picks, start=1)]
     return {
         "dataset": folder.name,
@@ -186,6 +194,7 @@ def _contract(folder: Path, configuration: str, dissimilarity: Dissimilarity, un
         "selection": "greedy facility location from the labeled cases (cctrnet/registration/representatives.py); "
                      "score: share of the coverage cost before the first suggestion (sum over cases of the "
                      "dissimilarity to the nearest labeled case) that labeling this case removes",
+        "near_tie_share": near_tie_share,
         "num_cases": len(cases),
         "unit": "patient" if by_patient else "case",
         "num_units": len(units),
@@ -240,6 +249,12 @@ def describe(suggestion: dict[str, Any]) -> str:
     for entry in suggestion["suggested"]:
         lines.append(f"  {entry['rank']:>2}.      {name(entry):<16} score {entry['score']:.3f}  represents "
                      f"{len(entry['represents'])}: {', '.join(entry['represents'])}")
+        ties = entry.get("near_ties", [])
+        if ties:
+            lines.append(f"           near tie{'s' if len(ties) > 1 else ''} (coverage cost at most "
+                         f"{100 * suggestion.get('near_tie_share', NEAR_TIE_SHARE):g} % higher, an order that "
+                         "registering again can change): "
+                         + ", ".join(f"{tie.get(unit, '?')} (+{100 * tie['extra_cost_share']:.1f} %)" for tie in ties))
     lines.append(f"  coverage cost {suggestion['coverage_cost_before']:.3f} -> {suggestion['coverage_cost_after']:.3f} "
                  "(sum of every volume's dissimilarity to its nearest labeled "
                  f"{unit})")

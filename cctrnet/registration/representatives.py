@@ -15,7 +15,7 @@ cost still counts volumes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -24,11 +24,14 @@ import numpy as np
 @dataclass
 class Pick:
     """One suggested case: its 0-based index, the cost it removed and that gain's share of the cost before the
-    first suggestion (non-increasing with the rank, since the gains of a submodular cover shrink)."""
+    first suggestion (non-increasing with the rank, since the gains of a submodular cover shrink).
+    ``near_ties``: (index, extra share) of the other candidates of the same step whose cost is within the
+    tolerance of the chosen one's, nearest first; the extra share is ``(cost - chosen cost) / chosen cost``."""
 
     index: int
     gain: float
     share: float
+    near_ties: list[tuple[int, float]] = field(default_factory=list)
 
 
 def _cost(distances: np.ndarray, chosen: Sequence[int], empty_cost: float) -> float:
@@ -43,9 +46,10 @@ def coverage_cost(distances: np.ndarray, chosen: Sequence[int]) -> float:
 
 
 def greedy_facility_location(distances: np.ndarray, num_new: int, fixed: Sequence[int] = (),
-                              unit: str = "case") -> list[Pick]:
+                              unit: str = "case", near_tie_share: float = 0.0) -> list[Pick]:
     """``num_new`` candidate (column) indices added greedily to ``fixed`` (never re-chosen); ties go to the lower
-    index. ``distances`` is (volumes, candidates); square when the candidates are the volumes themselves."""
+    index. ``distances`` is (volumes, candidates); square when the candidates are the volumes themselves.
+    Each pick lists the candidates whose cost at that step is at most ``near_tie_share`` (relative) above it."""
     if distances.ndim != 2 or 0 in distances.shape:
         raise ValueError(f"the dissimilarity must be a non-empty matrix, got shape {distances.shape}")
     size = distances.shape[1]
@@ -61,16 +65,25 @@ def greedy_facility_location(distances: np.ndarray, num_new: int, fixed: Sequenc
     for _ in range(num_new):
         before = _cost(distances, chosen, empty_cost)
         best_index, best_cost = -1, np.inf
+        costs = {}
         for candidate in range(size):
             if candidate in chosen:
                 continue
-            cost = _cost(distances, chosen + [candidate], empty_cost)
+            costs[candidate] = cost = _cost(distances, chosen + [candidate], empty_cost)
             if cost < best_cost - 1e-12:  # strict: the first (lowest) index wins a tie
                 best_index, best_cost = candidate, cost
         chosen.append(best_index)
         gain = before - best_cost
-        picks.append(Pick(best_index, gain, gain / start if start > 0 else 0.0))
+        picks.append(Pick(best_index, gain, gain / start if start > 0 else 0.0,
+                          _near_ties(costs, best_index, best_cost, near_tie_share)))
     return picks
+
+
+def _near_ties(costs: dict[int, float], best_index: int, best_cost: float, tolerance: float
+               ) -> list[tuple[int, float]]:
+    scale = best_cost if best_cost > 0 else 1.0
+    extra = sorted(((cost - best_cost) / scale, index) for index, cost in costs.items() if index != best_index)
+    return [(index, float(share)) for share, index in extra if share <= tolerance + 1e-12]
 
 
 def assign_to_nearest(distances: np.ndarray, chosen: Sequence[int]) -> list[int]:

@@ -119,6 +119,13 @@ def cases_section(sources: ReportSources) -> tuple[str, list[str]]:
         html += (f"<p>cctr_suggest_labels suggested <b>{escape(', '.join(ids))}</b> "
                  f"({escape(str(suggestion.get('registration_method')))} registrations); "
                  f"this run labels {'exactly these' if set(ids) | already == set(labeled) else 'other cases'}.</p>")
+        unit = suggestion.get("unit", "case")
+        ties = [f"rank {e.get('rank')}: " + ", ".join(f"{t.get(unit, '?')} (+{100 * t['extra_cost_share']:.1f} %)"
+                                                      for t in e["near_ties"])
+                for e in suggestion.get("suggested", []) if e.get("near_ties")]
+        if ties:
+            html += (f"<p>Near ties (coverage cost at most {100 * suggestion.get('near_tie_share', 0):g} % higher, "
+                     f"an order that registering again can change): {escape('; '.join(ties))}.</p>")
         figure = sources.registration_folder / suggestion.get("figure", "suggested_labels.png")
         if figure.is_file():
             html += f"<img class='wide' src='{figures.file_uri(figure)}' alt='label suggestion'>"
