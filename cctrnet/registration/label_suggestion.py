@@ -232,6 +232,12 @@ def write_suggestion(suggestion: dict[str, Any], preprocessed_dataset_folder: Pa
     return json_path, figure_path
 
 
+def near_ties_text(entry: dict[str, Any], unit: str) -> str:
+    """A suggested entry's near ties as ``name (+0.7 %), ...`` (empty when it has none)."""
+    return ", ".join(f"{tie.get(unit, '?')} (+{100 * tie['extra_cost_share']:.1f} %)"
+                     for tie in entry.get("near_ties", []))
+
+
 def describe(suggestion: dict[str, Any]) -> str:
     """The ranked list as text lines."""
     unit = suggestion.get("unit", "case")
@@ -254,7 +260,7 @@ def describe(suggestion: dict[str, Any]) -> str:
             lines.append(f"           near tie{'s' if len(ties) > 1 else ''} (coverage cost at most "
                          f"{100 * suggestion.get('near_tie_share', NEAR_TIE_SHARE):g} % higher, an order that "
                          "registering again can change): "
-                         + ", ".join(f"{tie.get(unit, '?')} (+{100 * tie['extra_cost_share']:.1f} %)" for tie in ties))
+                         + near_ties_text(entry, unit))
     lines.append(f"  coverage cost {suggestion['coverage_cost_before']:.3f} -> {suggestion['coverage_cost_after']:.3f} "
                  "(sum of every volume's dissimilarity to its nearest labeled "
                  f"{unit})")

@@ -113,15 +113,14 @@ def cases_section(sources: ReportSources) -> tuple[str, list[str]]:
     suggestion = sources.suggestion
     if suggestion:
         ids = suggestion.get("ids", [])
-        from cctrnet.registration.label_suggestion import entry_cases
+        from cctrnet.registration.label_suggestion import entry_cases, near_ties_text
 
         already = {c for e in suggestion.get("already_labeled", []) for c in entry_cases(e)}
         html += (f"<p>cctr_suggest_labels suggested <b>{escape(', '.join(ids))}</b> "
                  f"({escape(str(suggestion.get('registration_method')))} registrations); "
                  f"this run labels {'exactly these' if set(ids) | already == set(labeled) else 'other cases'}.</p>")
         unit = suggestion.get("unit", "case")
-        ties = [f"rank {e.get('rank')}: " + ", ".join(f"{t.get(unit, '?')} (+{100 * t['extra_cost_share']:.1f} %)"
-                                                      for t in e["near_ties"])
+        ties = [f"rank {e.get('rank')}: {near_ties_text(e, unit)}"
                 for e in suggestion.get("suggested", []) if e.get("near_ties")]
         if ties:
             html += (f"<p>Near ties (coverage cost at most {100 * suggestion.get('near_tie_share', 0):g} % higher, "
